@@ -1,0 +1,59 @@
+"""The registry that names landscapes: a new landscape is one module plus one entry here."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from study.landscapes.base import Landscape
+from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
+
+
+@dataclass(frozen=True)
+class LandscapeEntry:
+    """A landscape's configuration dataclass and its constructor."""
+
+    config_cls: type
+    build: Callable[..., Landscape]
+
+
+LANDSCAPES: dict[str, LandscapeEntry] = {
+    "teacher_student": LandscapeEntry(TeacherStudentConfig, TeacherStudent),
+}
+
+
+def landscape_config(name: str, params: dict[str, Any]) -> Any:
+    """Validate ``params`` into the landscape's config dataclass; errors name the field."""
+    if name not in LANDSCAPES:
+        raise ValueError(f"landscape: unknown landscape {name!r}; known: {sorted(LANDSCAPES)}")
+    cls = LANDSCAPES[name].config_cls
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - set(fields))
+    if unknown:
+        raise ValueError(f"{name}: unknown field(s) {unknown}; allowed: {sorted(fields)}")
+    missing = [
+        f.name for f in fields.values()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        and f.name not in params
+    ]
+    if missing:
+        raise ValueError(f"{name}: missing required field(s) {missing}")
+    try:
+        return cls(**params)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name}: {exc}") from None
+
+
+def make_landscape(
+    name: str,
+    params: dict[str, Any],
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float64,
+) -> Landscape:
+    """Build the named landscape from plain parameters (as found in a pipeline file)."""
+    return LANDSCAPES[name].build(landscape_config(name, params), device=device, dtype=dtype)

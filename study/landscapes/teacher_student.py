@@ -1,0 +1,326 @@
+"""L1: two-layer ReLU teacher-student with Gaussian inputs, population loss in closed form.
+
+    F(W) = 1/2 E_x[(sum_i relu(w_i.x) - sum_j relu(v_j.x))^2],  x ~ N(0, I_d)
+         = 1/2 sum_ij h(w_i, w_j) - sum_ij h(w_i, v_j) + 1/2 sum_ij h(v_i, v_j)
+    h(w, v) = |w||v| (sin t + (pi - t) cos t) / (2 pi),  t = angle(w, v)
+
+Student ``W: (R, n, d)``, teacher ``V: (k, d)``. Gradient and Hessian are analytic and exact at
+aligned (t = 0) and anti-aligned (t = pi) pairs, where autograd through arccos is NaN/inf. Angles
+use t = 2 atan2(|u - s|, |u + s|) on unit vectors, accurate to rounding near 0 and pi.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from study.landscapes.base import INIT_SCHEMES, Certificate, Landscape, init_weight_matrices
+
+TWO_PI = 2.0 * math.pi
+_TINY = 1e-300
+
+
+@dataclass(frozen=True)
+class TeacherStudentConfig:
+    """k teacher neurons, n student neurons, input dimension d (d = k by default), teacher V."""
+
+    k: int
+    n: int
+    d: int | None = None
+    teacher: str = "identity"  # "identity" (V = I_k padded to d) or "gaussian" (seeded, unit rows)
+    teacher_seed: int = 0
+
+    @property
+    def dim(self) -> int:
+        return self.k if self.d is None else self.d
+
+    def __post_init__(self) -> None:
+        for name in ("k", "n"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.d is not None and self.d < 1:
+            raise ValueError(f"d must be >= 1, got {self.d}")
+        if self.teacher == "identity" and self.dim < self.k:
+            raise ValueError(f"d must be >= k for the identity teacher, got d={self.dim} < k={self.k}")
+        if self.teacher not in ("identity", "gaussian"):
+            raise ValueError(f"teacher must be 'identity' or 'gaussian', got {self.teacher!r}")
+
+
+def teacher_matrix(config: TeacherStudentConfig) -> Tensor:
+    """Teacher ``V: (k, d)`` in float64: I_k (zero-padded) or seeded Gaussian rows of unit norm."""
+    if config.teacher == "identity":
+        return torch.eye(config.k, config.dim, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(config.teacher_seed)
+    V = torch.randn(config.k, config.dim, generator=gen, dtype=torch.float64)
+    return V / V.norm(dim=1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class PairGeometry:
+    """Pairwise geometry between rows of A: (R, n, d) and B: (R, m, d)."""
+
+    norm_a: Tensor  # (R, n)
+    norm_b: Tensor  # (R, m)
+    unit_a: Tensor  # (R, n, d)
+    unit_b: Tensor  # (R, m, d)
+    angle: Tensor  # (R, n, m), in [0, pi]
+    sin: Tensor  # (R, n, m)
+    cos: Tensor  # (R, n, m)
+
+
+def pair_geometry(A: Tensor, B: Tensor) -> PairGeometry:
+    """Norms, unit vectors and angles t_ij = 2 atan2(|a_i - b_j|, |a_i + b_j|) (unit vectors)."""
+    norm_a = A.norm(dim=-1)
+    norm_b = B.norm(dim=-1)
+    unit_a = A / norm_a.clamp_min(_TINY).unsqueeze(-1)
+    unit_b = B / norm_b.clamp_min(_TINY).unsqueeze(-1)
+    mode = "donot_use_mm_for_euclid_dist"  # the mm shortcut loses the small distances we need
+    diff = torch.cdist(unit_a, unit_b, compute_mode=mode)  # (R, n, m)
+    summ = torch.cdist(unit_a, -unit_b, compute_mode=mode)
+    angle = 2.0 * torch.atan2(diff, summ)
+    return PairGeometry(norm_a, norm_b, unit_a, unit_b, angle, torch.sin(angle), torch.cos(angle))
+
+
+def population_loss(W: Tensor, V: Tensor) -> Tensor:
+    """F(W) per replica, ``W: (R, n, d), V: (R, k, d) -> (R,)``."""
+
+    def h_sum(A: Tensor, B: Tensor) -> Tensor:
+        g = pair_geometry(A, B)
+        kernel = g.sin + (math.pi - g.angle) * g.cos  # (R, n, m)
+        return (g.norm_a.unsqueeze(-1) * g.norm_b.unsqueeze(-2) * kernel).sum((-1, -2)) / TWO_PI
+
+    return 0.5 * h_sum(W, W) - h_sum(W, V) + 0.5 * h_sum(V, V)
+
+
+def population_grad(W: Tensor, V: Tensor) -> Tensor:
+    """grad_{w_i} F = sum_j g(w_i, w_j) - sum_j g(w_i, v_j), ``(R, n, d)``.
+
+    g(w, v) = (|v| sin t w/|w| + (pi - t) v) / (2 pi); the j = i term gives the self term w_i / 2.
+    """
+
+    def g_sum(A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
+        geo = pair_geometry(A, B)
+        radial = (geo.norm_b.unsqueeze(-2) * geo.sin).sum(-1)  # (R, n)
+        return radial, (math.pi - geo.angle) @ B  # (R, n), (R, n, d)
+
+    unit_w = W / W.norm(dim=-1, keepdim=True).clamp_min(_TINY)
+    radial_ww, lin_ww = g_sum(W, W)
+    radial_wv, lin_wv = g_sum(W, V)
+    return ((radial_ww - radial_wv).unsqueeze(-1) * unit_w + lin_ww - lin_wv) / TWO_PI
+
+
+def _sin_weighted_outer(p: Tensor, q: Tensor, sin: Tensor) -> Tensor:
+    """p q^T / sin t, set to its limit 0 where sin t = 0 (|p| = |q| = sin t there). -> (..., d, d)."""
+    safe = torch.where(sin > 1e-150, sin, torch.ones_like(sin))
+    outer = p.unsqueeze(-1) * q.unsqueeze(-2) / safe[..., None, None]
+    return torch.where((sin > 1e-150)[..., None, None], outer, torch.zeros_like(outer))
+
+
+def population_hessian(W: Tensor, V: Tensor) -> Tensor:
+    """Exact Hessian of F, ``(R, n, d) -> (R, n*d, n*d)``.
+
+    d/dw g(w, v) = |v| sin t / (2 pi |w|) (I - u u^T + n n^T),
+    d/dv g(w, v) = ((pi - t) I + sin t u s^T + sin t n m^T) / (2 pi),
+    with u = w/|w|, s = v/|v|, n = (s - cos t u)/sin t, m = (u - cos t s)/sin t. Both are continuous
+    at t = 0 and t = pi (the sin t factors vanish), so the Hessian is exact there.
+    """
+    R, n, d = W.shape
+    eye = torch.eye(d, dtype=W.dtype, device=W.device)
+
+    def blocks(B: Tensor) -> tuple[Tensor, Tensor]:
+        geo = pair_geometry(W, B)
+        u = geo.unit_a.unsqueeze(2)  # (R, n, 1, d)
+        s = geo.unit_b.unsqueeze(1)  # (R, 1, m, d)
+        c = geo.cos.unsqueeze(-1)  # (R, n, m, 1)
+        p = s - c * u  # sin t * n, (R, n, m, d)
+        q = u - c * s  # sin t * m
+        proj = eye - u.unsqueeze(-1) * u.unsqueeze(-2)  # (R, n, 1, d, d)
+        # diagonal-block contribution, summed over partners j: (R, n, d, d)
+        weight = geo.norm_b.unsqueeze(-2) * geo.sin / geo.norm_a.clamp_min(_TINY).unsqueeze(-1)
+        diag = (weight[..., None, None] * proj + geo.norm_b.unsqueeze(-2)[..., None, None]
+                * _sin_weighted_outer(p, p, geo.sin) / geo.norm_a.clamp_min(_TINY)[..., None, None, None])
+        diag = diag.sum(2) / TWO_PI
+        # cross blocks d/dv g(w_i, v_j): (R, n, m, d, d)
+        cross = ((math.pi - geo.angle)[..., None, None] * eye
+                 + geo.sin[..., None, None] * u.unsqueeze(-1) * s.unsqueeze(-2)
+                 + _sin_weighted_outer(p, q, geo.sin)) / TWO_PI
+        return diag, cross
+
+    diag_ww, cross_ww = blocks(W)
+    diag_wv, _ = blocks(V)
+    H = cross_ww.clone()  # (R, n, n, d, d): off-diagonal blocks
+    idx = torch.arange(n, device=W.device)
+    H[:, idx, idx] = 0.5 * eye + diag_ww - diag_wv
+    return H.permute(0, 1, 3, 2, 4).reshape(R, n * d, n * d)
+
+
+class TeacherStudent(Landscape):
+    """Two-layer ReLU teacher-student, population loss (SCIENCE.md L1). L* = 0."""
+
+    name = "teacher_student"
+
+    def __init__(
+        self,
+        config: TeacherStudentConfig,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        self.cfg = config
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.V = teacher_matrix(config).to(device=self.device, dtype=dtype)  # (k, d)
+        self.n_params = config.n * config.dim
+
+    # ---- shape helpers ------------------------------------------------------------------------------
+    def weights(self, theta: Tensor) -> Tensor:
+        """Flat ``(R, n*d)`` -> student neurons ``(R, n, d)``."""
+        return theta.reshape(theta.shape[0], self.cfg.n, self.cfg.dim)
+
+    def _teacher(self, R: int, like: Tensor) -> Tensor:
+        return self.V.to(like).unsqueeze(0).expand(R, -1, -1)
+
+    # ---- values -------------------------------------------------------------------------------------
+    def loss(self, theta: Tensor) -> Tensor:
+        W = self.weights(theta)
+        return population_loss(W, self._teacher(W.shape[0], W))
+
+    def grad(self, theta: Tensor) -> Tensor:
+        W = self.weights(theta)
+        return population_grad(W, self._teacher(W.shape[0], W)).reshape(theta.shape)
+
+    def hessian(self, theta: Tensor) -> Tensor:
+        W = self.weights(theta)
+        return population_hessian(W, self._teacher(W.shape[0], W))
+
+    def hvp(self, theta: Tensor, v: Tensor) -> Tensor:
+        return (self.hessian(theta) @ v.unsqueeze(-1)).squeeze(-1)
+
+    def stationarity_from_grad(self, theta: Tensor, grad: Tensor) -> Tensor:
+        """max_i |2 pi grad_{w_i} F| (Safran & Shamir's stopping rule), ``(R,)``."""
+        return TWO_PI * self.weights(grad).norm(dim=-1).amax(dim=-1)
+
+    @property
+    def optimal_loss(self) -> float:
+        return 0.0 if self.cfg.n >= self.cfg.k else math.nan
+
+    def init(self, seeds: list[int], *, scheme: str = "xavier-normal", scale: float = 1.0) -> Tensor:
+        """Student neurons per scheme; "xavier-normal" is w_i ~ N(0, I/d) as in Safran & Shamir (2018)."""
+        n, d = self.cfg.n, self.cfg.dim
+        if scheme == "xavier-normal":
+            return init_weight_matrices(
+                seeds, [(n, d)], scheme="scaled-normal", scale=scale / math.sqrt(d),
+                dtype=self.dtype, device=self.device,
+            )
+        if scheme not in INIT_SCHEMES:
+            raise ValueError(f"init scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
+        return init_weight_matrices(
+            seeds, [(n, d)], scheme=scheme, scale=scale, dtype=self.dtype, device=self.device
+        )
+
+    # ---- facts --------------------------------------------------------------------------------------
+    def hypotheses(self) -> dict[str, bool]:
+        return {
+            "orthonormal_teacher": self.cfg.teacher == "identity",
+            "over_parameterized": self.cfg.n > self.cfg.k,
+            "exact_parameterized": self.cfg.n == self.cfg.k,
+        }
+
+    def config(self) -> dict[str, Any]:
+        return {"landscape": self.name, **asdict(self.cfg), "d": self.cfg.dim}
+
+    def run_diagnostics(self, theta: Tensor) -> dict[str, Any]:
+        """Differentiability margin and, per student neuron, its best-aligned teacher and angle."""
+        W = self.weights(theta)
+        R, n, _ = W.shape
+        norms = W.norm(dim=-1)  # (R, n)
+        if n > 1:
+            dist = torch.cdist(W, W, compute_mode="donot_use_mm_for_euclid_dist")
+            dist = dist + torch.diag(torch.full((n,), math.inf, dtype=W.dtype, device=W.device))
+            min_dist = dist.amin(dim=(-1, -2))
+        else:
+            min_dist = torch.full((R,), math.inf, dtype=W.dtype, device=W.device)
+        geo = pair_geometry(W, self._teacher(R, W))
+        best_angle, best_teacher = geo.angle.min(dim=-1)  # (R, n)
+        return {
+            "min_neuron_distance": min_dist.cpu().tolist(),
+            "min_neuron_norm": norms.amin(dim=-1).cpu().tolist(),
+            "best_teacher": [" ".join(map(str, row)) for row in best_teacher.cpu().tolist()],
+            "best_angle": [" ".join(f"{a:.4g}" for a in row) for row in best_angle.cpu().tolist()],
+            "max_best_angle": best_angle.amax(dim=-1).cpu().tolist(),
+        }
+
+    def third_derivative_bound(self, theta: Tensor, radius: Tensor) -> Tensor:
+        """An upper bound B on |D^3 F| over the ball of ``radius`` around each point, ``(R,)``.
+
+        Each pair term h(a, b) is homogeneous of degree 1 in a and in b; differentiating the Hessian
+        blocks above once more gives |D^3 h(a, b)| <= C (|b|/|a|^2 + |a|/|b|^2 + 1/|a| + 1/|b|) on a
+        unit direction of (a, b), with C = 3 (twice the constant of the term-by-term bound). Summing
+        pairs with sum_{i<j}(|d_i|^2 + |d_j|^2) <= max_i (...) gives B = max_i sum_j b_ij, evaluated at
+        the worst point of the ball (norms shrunk by the radius in denominators, grown in numerators).
+        """
+        W = self.weights(theta)
+        R = W.shape[0]
+        r = radius.unsqueeze(-1)  # (R, 1)
+        lo_w = (W.norm(dim=-1) - r).clamp_min(_TINY)  # (R, n)
+        hi_w = W.norm(dim=-1) + r
+        norm_v = self.V.norm(dim=-1).to(W)  # (k,)
+        c = 3.0
+        # student pairs (both vary)
+        ww = c * (hi_w.unsqueeze(-2) / lo_w.unsqueeze(-1) ** 2 + hi_w.unsqueeze(-1) / lo_w.unsqueeze(-2) ** 2
+                  + 1 / lo_w.unsqueeze(-1) + 1 / lo_w.unsqueeze(-2))  # (R, n, n)
+        ww = ww * (1 - torch.eye(W.shape[1], dtype=W.dtype, device=W.device))
+        # teacher pairs (only the student varies)
+        wv = c * (norm_v / lo_w.unsqueeze(-1) ** 2 + 1 / lo_w.unsqueeze(-1))  # (R, n, k)
+        del R
+        return (ww.sum(-1) + wv.sum(-1)).amax(dim=-1)
+
+    def certify(
+        self, theta: Tensor, lambda_lower: Tensor, grad_norm: Tensor, hessian_norm: Tensor
+    ) -> list[Certificate]:
+        """Safran & Shamir's radius bound: if 9 lam^2 >= 25 |g| B, a true minimum lies within
+        r = (3 lam - sqrt(9 lam^2 - 25 |g| B)) / (2 B), provided the ball avoids the non-smooth set
+        (2 r < min_{i != j} |w_i - w_j| and min_i |w_i| > r). B is evaluated on a ball of radius
+        min_i |w_i| / 2 and the bound is accepted only if r stays inside it."""
+        W = self.weights(theta)
+        diag = self.run_diagnostics(theta)
+        out: list[Certificate] = []
+        probe = W.norm(dim=-1).amin(dim=-1) / 2  # (R,)
+        B_all = self.third_derivative_bound(theta, probe)
+        for r_idx in range(theta.shape[0]):
+            lam = float(lambda_lower[r_idx])
+            g = float(grad_norm[r_idx])
+            B = float(B_all[r_idx])
+            min_norm = float(diag["min_neuron_norm"][r_idx])
+            min_dist = float(diag["min_neuron_distance"][r_idx])
+            if not math.isfinite(lam) or lam <= 0:
+                out.append(Certificate(False, math.nan, f"lambda_min lower bound {lam:.3g} <= 0"))
+                continue
+            disc = 9 * lam**2 - 25 * g * B
+            if disc < 0:
+                out.append(Certificate(False, math.nan, f"9 lam^2 < 25 |g| B (|g|={g:.3g}, B={B:.3g})"))
+                continue
+            radius = (3 * lam - math.sqrt(disc)) / (2 * B) if g > 0 else 0.0
+            if radius > float(probe[r_idx]):
+                out.append(Certificate(False, radius, "radius exceeds the ball on which B was bounded"))
+            elif not (min_norm > radius and 2 * radius < min_dist):
+                out.append(Certificate(False, radius, "ball meets the non-differentiable set"))
+            else:
+                out.append(Certificate(True, radius, "radius bound"))
+        return out
+
+    def symmetry_canonical_form(self, theta: Tensor) -> Tensor:
+        """Sort student neurons lexicographically (the loss is invariant to permuting them)."""
+        W = self.weights(theta)
+        keys = W.flip(-1)  # sort by the first coordinate last
+        order = torch.zeros(W.shape[:2], dtype=torch.long, device=W.device)
+        order[:] = torch.arange(W.shape[1], device=W.device)
+        for col in range(keys.shape[-1]):
+            vals = torch.gather(keys[..., col], 1, order)
+            perm = torch.sort(vals, dim=1, stable=True).indices
+            order = torch.gather(order, 1, perm)
+        return torch.gather(W, 1, order.unsqueeze(-1).expand_as(W)).reshape(theta.shape)

@@ -1,0 +1,195 @@
+"""Batched full-batch gradient descent with per-replica restarts and stopping (Safran & Shamir 2018).
+
+All R replicas advance as one tensor computation; replicas that have stopped leave the active set and
+cost no further updates. Each replica's trajectory depends only on its own initialization, so results
+do not depend on which chunk a run is computed in.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from study.landscapes.base import Landscape
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Gradient descent with the published protocol's defaults.
+
+    A replica stops when ``landscape.stationarity <= tol``; when its gradient norm exceeds
+    ``restart_grad_norm`` (or is not finite) it restarts from its initialization with half the step,
+    at most ``max_restarts`` times (then it is ``diverged``). ``max_steps`` bounds each attempt.
+    """
+
+    lr: float = 0.1
+    tol: float = 1e-9
+    max_steps: int = 200_000
+    restart_grad_norm: float = 1e4
+    max_restarts: int = 20
+    newton_polish: bool = False
+    newton_polish_at: float = 1e-4  # switch to Newton steps once stationarity falls below this
+    newton_max_steps: int = 30
+    curve_points: int = 64  # loss-curve samples kept per run
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if not self.tol > 0:
+            raise ValueError(f"tol must be > 0, got {self.tol}")
+        if self.max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """End points and bookkeeping for R replicas."""
+
+    theta: Tensor  # (R, P) end points
+    theta0: Tensor  # (R, P) initializations
+    steps: Tensor  # (R,) gradient steps in the final attempt (plus Newton steps)
+    total_steps: Tensor  # (R,) over all attempts
+    lr: Tensor  # (R,) step size of the final attempt
+    restarts: Tensor  # (R,)
+    converged: Tensor  # (R,) bool: stationarity <= tol
+    diverged: Tensor  # (R,) bool
+    curve_steps: Tensor  # (C,) step indices where the loss curve was sampled
+    curve: Tensor  # (R, C) loss at those steps (NaN once a replica has stopped)
+    seconds: float
+
+
+def train(
+    landscape: Landscape,
+    theta0: Tensor,
+    config: TrainConfig,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    """Run batched gradient descent from ``theta0: (R, P)`` until every replica stops.
+
+    ``progress(n_done, R)`` is called whenever replicas stop.
+    """
+    start = time.perf_counter()
+    R = theta0.shape[0]
+    device = theta0.device
+    theta = theta0.clone()
+    lr = torch.full((R,), config.lr, dtype=theta0.dtype, device=device)
+    steps = torch.zeros(R, dtype=torch.long, device=device)
+    total = torch.zeros(R, dtype=torch.long, device=device)
+    restarts = torch.zeros(R, dtype=torch.long, device=device)
+    converged = torch.zeros(R, dtype=torch.bool, device=device)
+    diverged = torch.zeros(R, dtype=torch.bool, device=device)
+    curve_every = max(1, config.max_steps // config.curve_points)
+    curve_steps = torch.arange(0, config.max_steps, curve_every, device=device)
+    curve = torch.full((R, len(curve_steps)), math.nan, dtype=theta0.dtype, device=device)
+
+    active = torch.arange(R, device=device)  # indices of running replicas
+    x = theta.clone()  # (A, P): the active replicas' current points
+    x_lr = lr.clone()
+    step = torch.zeros(R, dtype=torch.long, device=device)[active]
+    polish_at = config.newton_polish_at if config.newton_polish else -1.0
+    n_done = 0
+    while active.numel() > 0:
+        g = landscape.grad(x)  # (A, P)
+        stat = landscape.stationarity_from_grad(x, g)  # (A,)
+        gnorm = g.norm(dim=-1)
+        if config.curve_points > 0:
+            on_grid = step % curve_every == 0
+            if bool(on_grid.any()):
+                rows = active[on_grid]
+                curve[rows, step[on_grid] // curve_every] = landscape.loss(x[on_grid])
+        blew_up = ~torch.isfinite(gnorm) | (gnorm > config.restart_grad_norm)
+        done = stat <= config.tol
+        out_of_budget = step >= config.max_steps
+        polish = stat <= polish_at
+        if bool(blew_up.any()):
+            rows = active[blew_up]
+            restarts[rows] += 1
+            total[rows] += step[blew_up]
+            x_lr[blew_up] = x_lr[blew_up] / 2
+            x[blew_up] = theta0[rows]
+            step[blew_up] = -1  # back to 0 after this iteration's increment
+            gave_up = blew_up & (restarts[active] > config.max_restarts)
+            diverged[active[gave_up]] = True
+            done = done | gave_up
+            g = torch.where(blew_up.unsqueeze(-1), torch.zeros_like(g), g)
+        leaving = done | out_of_budget | polish
+        if bool(leaving.any()):
+            rows = active[leaving]
+            theta[rows] = x[leaving]
+            steps[rows] = step[leaving]
+            lr[rows] = x_lr[leaving]
+            converged[rows] = done[leaving] & ~diverged[rows]
+            keep = ~leaving
+            active, x, x_lr, step, g = active[keep], x[keep], x_lr[keep], step[keep], g[keep]
+            n_done += int(leaving.sum())
+            if progress is not None:
+                progress(n_done, R)
+            if active.numel() == 0:
+                break
+        x = x - x_lr.unsqueeze(-1) * g
+        step = step + 1
+
+    if config.newton_polish:
+        theta, steps, converged = _newton_polish(landscape, theta, steps, converged, diverged, config)
+    total += steps
+    return TrainResult(
+        theta=theta,
+        theta0=theta0,
+        steps=steps,
+        total_steps=total,
+        lr=lr,
+        restarts=restarts,
+        converged=converged,
+        diverged=diverged,
+        curve_steps=curve_steps,
+        curve=curve,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _newton_polish(
+    landscape: Landscape,
+    theta: Tensor,
+    steps: Tensor,
+    converged: Tensor,
+    diverged: Tensor,
+    config: TrainConfig,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Newton steps theta <- theta - pinv(H) grad on replicas near a critical point.
+
+    Uses a least-squares solve so symmetry-induced zero eigenvalues do not blow up; a step is kept
+    only if it lowers the stationarity measure.
+    """
+    theta = theta.clone()
+    steps = steps.clone()
+    converged = converged.clone()
+    rows = torch.nonzero(~diverged).squeeze(-1)
+    if rows.numel() == 0:
+        return theta, steps, converged
+    x = theta[rows]
+    stat = landscape.stationarity(x)
+    for _ in range(config.newton_max_steps):
+        todo = stat > config.tol
+        if not bool(todo.any()):
+            break
+        H = landscape.hessian(x[todo])  # (A, P, P)
+        g = landscape.grad(x[todo])
+        delta = torch.linalg.lstsq(H, g.unsqueeze(-1), rcond=None).solution.squeeze(-1)
+        cand = x[todo] - delta
+        cand_stat = landscape.stationarity(cand)
+        better = cand_stat < stat[todo]
+        idx = torch.nonzero(todo).squeeze(-1)[better]
+        x[idx] = cand[better]
+        stat[idx] = cand_stat[better]
+        steps[rows[idx]] += 1
+        if not bool(better.any()):
+            break
+    theta[rows] = x
+    converged[rows] = stat <= config.tol
+    return theta, steps, converged
