@@ -42,8 +42,12 @@ class RunSpec:
 
     def flat_config(self) -> dict[str, Any]:
         """Flat key -> value view for logging as parameters."""
-        out: dict[str, Any] = {"landscape": self.landscape, "init_scheme": self.init_scheme,
-                               "init_scale": self.init_scale, "dtype": self.dtype}
+        out: dict[str, Any] = {
+            "landscape": self.landscape,
+            "init_scheme": self.init_scheme,
+            "init_scale": self.init_scale,
+            "dtype": self.dtype,
+        }
         out.update({f"landscape.{k}": v for k, v in self.params.items()})
         out.update({f"train.{k}": v for k, v in dataclasses.asdict(self.train).items()})
         out.update({f"diagnostics.{k}": v for k, v in dataclasses.asdict(self.diagnostics).items()})
@@ -102,8 +106,10 @@ def run_replicas(
     theta0 = landscape.init(seeds, scheme=spec.init_scheme, scale=spec.init_scale)  # (R, P)
     result = train(landscape, theta0, spec.train, progress=progress)
     train_seconds = time.perf_counter() - start
-    exact = landscape if spec.dtype == "float64" else make_landscape(
-        spec.landscape, spec.params, device=device, dtype=torch.float64
+    exact = (
+        landscape
+        if spec.dtype == "float64"
+        else make_landscape(spec.landscape, spec.params, device=device, dtype=torch.float64)
     )
     frame, spectrum = classify(
         exact,

@@ -49,9 +49,7 @@ class DiagnosticsConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
-def escape_test(
-    landscape: Landscape, theta: Tensor, seeds: list[int], config: DiagnosticsConfig
-) -> Tensor:
+def escape_test(landscape: Landscape, theta: Tensor, seeds: list[int], config: DiagnosticsConfig) -> Tensor:
     """Perturb each point M times by ``escape_radius`` (random unit directions) and run plain gradient
     descent; escaped when some descent ends below the point's loss by a relative ``escape_margin``.
 

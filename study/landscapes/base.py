@@ -73,9 +73,7 @@ class Landscape(ABC):
         """L*, the global minimum value (closed form or reference solver)."""
 
     @abstractmethod
-    def init(
-        self, seeds: list[int], *, scheme: str = "xavier-normal", scale: float = 1.0
-    ) -> Tensor:
+    def init(self, seeds: list[int], *, scheme: str = "xavier-normal", scale: float = 1.0) -> Tensor:
         """Seeded initializations ``(R, P)``, one per seed; replica r depends only on ``seeds[r]``."""
 
     def expected_zero_eigenvalues(self, theta: Tensor) -> Tensor:

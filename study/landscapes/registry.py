@@ -10,6 +10,9 @@ from typing import Any
 import torch
 
 from study.landscapes.base import Landscape
+from study.landscapes.classification import Classification, ClassificationConfig
+from study.landscapes.deep_linear import DeepLinear, DeepLinearConfig
+from study.landscapes.piecewise_linear import PiecewiseLinear, PiecewiseLinearConfig
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
 
 
@@ -23,6 +26,9 @@ class LandscapeEntry:
 
 LANDSCAPES: dict[str, LandscapeEntry] = {
     "teacher_student": LandscapeEntry(TeacherStudentConfig, TeacherStudent),
+    "classification": LandscapeEntry(ClassificationConfig, Classification),
+    "deep_linear": LandscapeEntry(DeepLinearConfig, DeepLinear),
+    "piecewise_linear": LandscapeEntry(PiecewiseLinearConfig, PiecewiseLinear),
 }
 
 
@@ -36,8 +42,10 @@ def landscape_config(name: str, params: dict[str, Any]) -> Any:
     if unknown:
         raise ValueError(f"{name}: unknown field(s) {unknown}; allowed: {sorted(fields)}")
     missing = [
-        f.name for f in fields.values()
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        f.name
+        for f in fields.values()
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
         and f.name not in params
     ]
     if missing:

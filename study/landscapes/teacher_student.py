@@ -73,7 +73,11 @@ class PairGeometry:
 
 
 def pair_geometry(A: Tensor, B: Tensor) -> PairGeometry:
-    """Norms, unit vectors and angles t_ij = 2 atan2(|a_i - b_j|, |a_i + b_j|) (unit vectors)."""
+    """Norms, unit vectors and angles t_ij = 2 atan2(a, b), a = |u_i - s_j|, b = |u_i + s_j| (unit rows).
+
+    sin t = 2ab / (a^2 + b^2) and cos t = (b^2 - a^2) / (a^2 + b^2) follow algebraically, accurate to
+    rounding at t = 0 and t = pi where arccos of a dot product is not.
+    """
     norm_a = A.norm(dim=-1)
     norm_b = B.norm(dim=-1)
     unit_a = A / norm_a.clamp_min(_TINY).unsqueeze(-1)
@@ -82,7 +86,11 @@ def pair_geometry(A: Tensor, B: Tensor) -> PairGeometry:
     diff = torch.cdist(unit_a, unit_b, compute_mode=mode)  # (R, n, m)
     summ = torch.cdist(unit_a, -unit_b, compute_mode=mode)
     angle = 2.0 * torch.atan2(diff, summ)
-    return PairGeometry(norm_a, norm_b, unit_a, unit_b, angle, torch.sin(angle), torch.cos(angle))
+    scale = diff * diff + summ * summ  # = 4 up to rounding (0 only for zero rows)
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    sin = 2.0 * diff * summ / scale
+    cos = (summ * summ - diff * diff) / scale
+    return PairGeometry(norm_a, norm_b, unit_a, unit_b, angle, sin, cos)
 
 
 def population_loss(W: Tensor, V: Tensor) -> Tensor:
@@ -102,15 +110,21 @@ def population_grad(W: Tensor, V: Tensor) -> Tensor:
     g(w, v) = (|v| sin t w/|w| + (pi - t) v) / (2 pi); the j = i term gives the self term w_i / 2.
     """
 
-    def g_sum(A: Tensor, B: Tensor) -> tuple[Tensor, Tensor]:
-        geo = pair_geometry(A, B)
-        radial = (geo.norm_b.unsqueeze(-2) * geo.sin).sum(-1)  # (R, n)
-        return radial, (math.pi - geo.angle) @ B  # (R, n), (R, n, d)
-
-    unit_w = W / W.norm(dim=-1, keepdim=True).clamp_min(_TINY)
-    radial_ww, lin_ww = g_sum(W, W)
-    radial_wv, lin_wv = g_sum(W, V)
-    return ((radial_ww - radial_wv).unsqueeze(-1) * unit_w + lin_ww - lin_wv) / TWO_PI
+    n = W.shape[1]
+    partners = torch.cat([W, V], dim=1)  # (R, n + k, d): students, then teachers
+    norm_w = W.norm(dim=-1, keepdim=True).clamp_min(_TINY)  # (R, n, 1)
+    norm_p = partners.norm(dim=-1, keepdim=True).clamp_min(_TINY)  # (R, n + k, 1)
+    unit_w = W / norm_w
+    unit_p = partners / norm_p
+    mode = "donot_use_mm_for_euclid_dist"
+    diff = torch.cdist(unit_w, unit_p, compute_mode=mode)  # (R, n, n + k)
+    summ = torch.cdist(unit_w, unit_p.neg(), compute_mode=mode)
+    angle = torch.atan2(diff, summ).mul_(2.0)
+    sign = torch.ones(partners.shape[1], 1, dtype=W.dtype, device=W.device)
+    sign[n:] = -1.0  # teacher terms enter with a minus sign
+    radial = torch.sin(angle) @ (sign * norm_p)  # (R, n, 1)
+    linear = angle.neg_().add_(math.pi) @ (sign * partners)  # (R, n, d)
+    return linear.addcmul_(radial, unit_w).div_(TWO_PI)
 
 
 def _sin_weighted_outer(p: Tensor, q: Tensor, sin: Tensor) -> Tensor:
@@ -141,13 +155,19 @@ def population_hessian(W: Tensor, V: Tensor) -> Tensor:
         proj = eye - u.unsqueeze(-1) * u.unsqueeze(-2)  # (R, n, 1, d, d)
         # diagonal-block contribution, summed over partners j: (R, n, d, d)
         weight = geo.norm_b.unsqueeze(-2) * geo.sin / geo.norm_a.clamp_min(_TINY).unsqueeze(-1)
-        diag = (weight[..., None, None] * proj + geo.norm_b.unsqueeze(-2)[..., None, None]
-                * _sin_weighted_outer(p, p, geo.sin) / geo.norm_a.clamp_min(_TINY)[..., None, None, None])
+        diag = (
+            weight[..., None, None] * proj
+            + geo.norm_b.unsqueeze(-2)[..., None, None]
+            * _sin_weighted_outer(p, p, geo.sin)
+            / geo.norm_a.clamp_min(_TINY)[..., None, None, None]
+        )
         diag = diag.sum(2) / TWO_PI
         # cross blocks d/dv g(w_i, v_j): (R, n, m, d, d)
-        cross = ((math.pi - geo.angle)[..., None, None] * eye
-                 + geo.sin[..., None, None] * u.unsqueeze(-1) * s.unsqueeze(-2)
-                 + _sin_weighted_outer(p, q, geo.sin)) / TWO_PI
+        cross = (
+            (math.pi - geo.angle)[..., None, None] * eye
+            + geo.sin[..., None, None] * u.unsqueeze(-1) * s.unsqueeze(-2)
+            + _sin_weighted_outer(p, q, geo.sin)
+        ) / TWO_PI
         return diag, cross
 
     diag_ww, cross_ww = blocks(W)
@@ -213,8 +233,12 @@ class TeacherStudent(Landscape):
         n, d = self.cfg.n, self.cfg.dim
         if scheme == "xavier-normal":
             return init_weight_matrices(
-                seeds, [(n, d)], scheme="scaled-normal", scale=scale / math.sqrt(d),
-                dtype=self.dtype, device=self.device,
+                seeds,
+                [(n, d)],
+                scheme="scaled-normal",
+                scale=scale / math.sqrt(d),
+                dtype=self.dtype,
+                device=self.device,
             )
         if scheme not in INIT_SCHEMES:
             raise ValueError(f"init scheme must be one of {INIT_SCHEMES}, got {scheme!r}")
@@ -271,8 +295,12 @@ class TeacherStudent(Landscape):
         norm_v = self.V.norm(dim=-1).to(W)  # (k,)
         c = 3.0
         # student pairs (both vary)
-        ww = c * (hi_w.unsqueeze(-2) / lo_w.unsqueeze(-1) ** 2 + hi_w.unsqueeze(-1) / lo_w.unsqueeze(-2) ** 2
-                  + 1 / lo_w.unsqueeze(-1) + 1 / lo_w.unsqueeze(-2))  # (R, n, n)
+        ww = c * (
+            hi_w.unsqueeze(-2) / lo_w.unsqueeze(-1) ** 2
+            + hi_w.unsqueeze(-1) / lo_w.unsqueeze(-2) ** 2
+            + 1 / lo_w.unsqueeze(-1)
+            + 1 / lo_w.unsqueeze(-2)
+        )  # (R, n, n)
         ww = ww * (1 - torch.eye(W.shape[1], dtype=W.dtype, device=W.device))
         # teacher pairs (only the student varies)
         wv = c * (norm_v / lo_w.unsqueeze(-1) ** 2 + 1 / lo_w.unsqueeze(-1))  # (R, n, k)

@@ -99,7 +99,7 @@ def train(
         stat = landscape.stationarity_from_grad(x, g)  # (A,)
         gnorm = g.norm(dim=-1)
         if config.curve_points > 0:
-            on_grid = step % curve_every == 0
+            on_grid = (step % curve_every == 0) & (step < config.max_steps)
             if bool(on_grid.any()):
                 rows = active[on_grid]
                 curve[rows, step[on_grid] // curve_every] = landscape.loss(x[on_grid])

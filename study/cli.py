@@ -1,0 +1,207 @@
+"""The `study` command: a thin layer over the library (no logic lives here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+for _key, _value in {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+}.items():
+    os.environ.setdefault(_key, _value)
+
+
+class UsageError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+def _fail(message: str) -> int:
+    print(f"study: error: {message}", file=sys.stderr)
+    return 2
+
+
+# ---- certify ------------------------------------------------------------------------------------------
+def cmd_certify(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from study.certify import certify_weights
+
+    path = Path(args.weights)
+    if not path.is_file():
+        raise UsageError(f"weights file not found: {path}")
+    try:
+        W = np.load(path, allow_pickle=False)
+    except Exception as exc:  # numpy raises several types for a malformed file
+        raise UsageError(f"cannot read {path} as a .npy array: {exc}") from None
+    try:
+        row = certify_weights(W, k=args.k, d=args.d)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.json:
+        print(json.dumps(row, default=_json_default))
+    else:
+        width = max(len(key) for key in row)
+        for key, value in row.items():
+            print(f"{key:<{width}}  {value}")
+    return 0
+
+
+def _json_default(value: object) -> object:
+    if hasattr(value, "item"):
+        return value.item()  # type: ignore[attr-defined]
+    return str(value)
+
+
+# ---- train ---------------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from study.progress import progress_bar
+    from study.runs import RunSpec, class_summary, run_replicas
+    from study.training.gd import TrainConfig
+
+    if args.runs < 1:
+        raise UsageError(f"--runs must be >= 1, got {args.runs}")
+    params = {"k": args.k, "n": args.n} | ({"d": args.d} if args.d is not None else {})
+    try:
+        spec = RunSpec(
+            "teacher_student",
+            params,
+            train=TrainConfig(lr=args.lr, tol=args.tol, max_steps=args.max_steps, newton_polish=args.newton),
+            init_scheme=args.init,
+            init_scale=args.init_scale,
+            dtype=args.dtype,
+        )
+        from study.landscapes.registry import landscape_config
+
+        landscape_config(spec.landscape, spec.params)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    seeds = list(range(args.seed, args.seed + args.runs))
+    device = torch.device(args.device)
+    with progress_bar(total=args.runs, desc=f"k={args.k} n={args.n}", unit="run") as bar:
+        batches = []
+        for start in range(0, len(seeds), args.chunk):
+            chunk = seeds[start : start + args.chunk]
+            done_before = start
+            batches.append(
+                run_replicas(
+                    spec, chunk, device=device, progress=lambda n, _r, b=done_before: bar.update_to(b + n)
+                )
+            )
+    from study.runs import RunBatch
+
+    batch = RunBatch.concat(batches)
+    counts, levels = class_summary(batch.frame)
+    print(
+        f"\n{len(seeds)} runs of teacher-student k={args.k} n={args.n} d={args.d or args.k}"
+        f" (seeds {seeds[0]}..{seeds[-1]}, {args.dtype}, {device})"
+    )
+    print("\nruns per class:")
+    print(counts.to_string())
+    print("\ncertified:", int(batch.frame["certified"].sum()), "of", len(seeds))
+    if len(levels):
+        print("\ndistinct spurious loss values:")
+        print(levels.to_string(index=False))
+    else:
+        print("\nno spurious minima")
+    if args.out:
+        from study.reports.files import write_run_batch
+
+        out = write_run_batch(batch, Path(args.out), config=spec.flat_config())
+        print(f"\nwrote {out}")
+    return 0
+
+
+# ---- bench ---------------------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace) -> int:
+    from study.bench import trainer as bench_trainer
+
+    if args.what == "trainer":
+        return bench_trainer.main(
+            k=args.k,
+            runs=args.runs,
+            serial_runs=args.serial_runs,
+            scaling=args.scaling,
+            device=args.device,
+        )
+    if args.what == "tracking":
+        from study.bench import tracking as bench_tracking
+
+        return bench_tracking.main(runs=args.runs)
+    raise UsageError(f"unknown benchmark {args.what!r}")
+
+
+def _add_hunt_commands(sub: argparse._SubParsersAction) -> None:
+    try:
+        from study.cli_hunt import add_commands
+    except ImportError:  # pragma: no cover - the hunt commands ship with the package
+        return
+    add_commands(sub)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="study", description="minima-hunt: loss-landscape studies")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("certify", help="classify and certify a teacher-student end point")
+    p.add_argument("weights", help="an (n, d) .npy array of student neurons")
+    p.add_argument("--k", type=int, required=True, help="teacher size (teacher = I_k)")
+    p.add_argument("--d", type=int, default=None, help="input dimension (default k)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_certify)
+
+    p = sub.add_parser("train", help="train R teacher-student runs and summarize their end points")
+    p.add_argument("--k", type=int, required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--d", type=int, default=None)
+    p.add_argument("--runs", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="write runs.csv and arrays.npz here")
+    p.add_argument("--lr", type=float, default=0.1)
+    p.add_argument("--tol", type=float, default=1e-9)
+    p.add_argument("--max-steps", type=int, default=200_000)
+    p.add_argument("--init", default="xavier-normal")
+    p.add_argument("--init-scale", type=float, default=1.0)
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--chunk", type=int, default=256, help="replicas per batched chunk")
+    p.add_argument("--newton", action="store_true", help="finish with Newton polishing")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("bench", help="benchmarks (ratios measured side by side)")
+    p.add_argument("what", choices=["trainer", "tracking"])
+    p.add_argument("--k", type=int, default=8)
+    p.add_argument("--runs", type=int, default=256)
+    p.add_argument(
+        "--serial-runs", type=int, default=32, help="how many of the same runs to also train one at a time"
+    )
+    p.add_argument("--scaling", default="6,10,14,20", help="k values for the cost-per-run curve")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_bench)
+
+    _add_hunt_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except UsageError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

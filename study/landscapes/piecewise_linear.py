@@ -1,0 +1,239 @@
+"""L2: piecewise-linear (leaky ReLU) networks with dropout-like noise on finite data (Soudry & Carmon 2016).
+
+One or two hidden layers, one output, no biases, fixed multiplicative noise per (sample, hidden unit):
+
+    A_0 = X^T: (d0, N),  A_l = eps_l * sigma(W_l A_{l-1}): (d_l, N),  f = w_out A_{L-1}: (N,)
+    L(W) = 1/(2N) sum_n (f(x_n) - y_n)^2                         (mean squared error, with the 1/2)
+
+sigma(z) = max(z, s z) with negative slope s; sigma'(0) = s (as torch's leaky_relu). The noise eps_l is
+drawn once from ``data_seed`` and held fixed. The gradient is analytic (backprop); the Hessian is the
+autodiff default, exact away from the kinks (sigma'' = 0 there).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from study.landscapes.base import Landscape, init_weight_matrices
+from study.landscapes.deep_linear import numerical_rank
+
+NOISES = ("none", "bernoulli", "gaussian")
+TARGETS = ("random", "teacher")
+#: a sample counts as fitted when its residual |f(x_n) - y_n| is at most this
+RESIDUAL_TOL = 1e-6
+
+
+@dataclass(frozen=True)
+class PiecewiseLinearConfig:
+    """N samples x ~ N(0, I_d0); hidden ``widths`` (one or two layers); leaky-ReLU ``slope``.
+
+    noise: "none"; "bernoulli" (eps = b / (1 - noise_level), b ~ Bernoulli(1 - noise_level): dropout
+    with drop probability noise_level); "gaussian" (eps = 1 + noise_level z, z ~ N(0, 1)).
+    targets: "random" (y ~ N(0, 1)) or "teacher" (a seeded network of the same architecture and the
+    same noise, so zero training error is attainable for every N). ``reference_loss`` gives L* where
+    it is not known in closed form (e.g. the best of many long runs); otherwise L* is NaN there.
+    """
+
+    N: int
+    d0: int
+    widths: tuple[int, ...]
+    slope: float = 0.1
+    noise: str = "bernoulli"
+    noise_level: float = 0.1
+    targets: str = "random"
+    data_seed: int = 0
+    reference_loss: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))  # YAML gives lists
+        if self.N < 1 or self.d0 < 1:
+            raise ValueError(f"N and d0 must be >= 1, got N={self.N}, d0={self.d0}")
+        if not 1 <= len(self.widths) <= 2 or min(self.widths) < 1:
+            raise ValueError(f"widths must be one or two hidden widths >= 1, got {self.widths}")
+        if not 0.0 <= self.slope < 1.0:
+            raise ValueError(f"slope must be in [0, 1), got {self.slope}")
+        if self.noise not in NOISES:
+            raise ValueError(f"noise must be one of {NOISES}, got {self.noise!r}")
+        if self.noise == "bernoulli" and not 0.0 <= self.noise_level < 1.0:
+            raise ValueError(f"noise_level (drop probability) must be in [0, 1), got {self.noise_level}")
+        if self.noise == "gaussian" and self.noise_level < 0:
+            raise ValueError(f"noise_level (noise std) must be >= 0, got {self.noise_level}")
+        if self.targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {self.targets!r}")
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        """Weight shapes [(d1, d0), ((d2, d1),) (1, d_last)]."""
+        dims = (self.d0, *self.widths, 1)
+        return [(dims[i + 1], dims[i]) for i in range(len(dims) - 1)]
+
+    @property
+    def capacity(self) -> int:
+        """d_{L-2} d_{L-1}: the product of the last two widths before the output (d0 d1 for one layer)."""
+        dims = (self.d0, *self.widths)
+        return dims[-2] * dims[-1]
+
+
+def _noise(config: PiecewiseLinearConfig, width: int, gen: torch.Generator) -> Tensor:
+    """Multiplicative noise ``(width, N)`` for one hidden layer."""
+    shape = (width, config.N)
+    if config.noise == "none":
+        return torch.ones(shape, dtype=torch.float64)
+    if config.noise == "bernoulli":
+        keep = 1.0 - config.noise_level
+        return torch.bernoulli(torch.full(shape, keep, dtype=torch.float64), generator=gen) / keep
+    return 1.0 + config.noise_level * torch.randn(shape, generator=gen, dtype=torch.float64)
+
+
+def _leaky(z: Tensor, slope: float) -> Tensor:
+    return torch.where(z > 0, z, slope * z)
+
+
+class PiecewiseLinear(Landscape):
+    """Leaky-ReLU network with fixed dropout-like noise on seeded data (SCIENCE.md L2)."""
+
+    name = "piecewise_linear"
+
+    def __init__(
+        self,
+        config: PiecewiseLinearConfig,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        self.cfg = config
+        self.device = torch.device(device)
+        self.dtype = dtype
+        gen = torch.Generator().manual_seed(config.data_seed)
+        X = torch.randn(config.N, config.d0, generator=gen, dtype=torch.float64)  # (N, d0)
+        eps = [_noise(config, w, gen) for w in config.widths]  # [(d_l, N)]
+        self.n_params = sum(a * b for a, b in config.shapes)
+        self.X = X.to(device=self.device, dtype=dtype)
+        self.eps = [e.to(device=self.device, dtype=dtype) for e in eps]
+        if config.targets == "random":
+            y = torch.randn(config.N, generator=gen, dtype=torch.float64)
+        else:
+            teacher = torch.cat(  # xavier-normal weights drawn from the data generator
+                [
+                    torch.randn(1, a * b, generator=gen, dtype=torch.float64) * math.sqrt(2.0 / (a + b))
+                    for a, b in config.shapes
+                ],
+                dim=1,
+            )  # (1, P)
+            y = self._forward(teacher, X, eps)[0][-1].squeeze(0)
+        self.y = y.to(device=self.device, dtype=dtype)  # (N,)
+
+    # ---- shape helpers ------------------------------------------------------------------------------
+    def layers(self, theta: Tensor) -> list[Tensor]:
+        """Flat ``(R, P)`` -> [W_1 (R, d1, d0), (W_2 (R, d2, d1),) w_out (R, 1, d_last)]."""
+        out, offset = [], 0
+        for rows, cols in self.cfg.shapes:
+            out.append(theta[:, offset : offset + rows * cols].reshape(theta.shape[0], rows, cols))
+            offset += rows * cols
+        return out
+
+    def _forward(self, theta: Tensor, X: Tensor, eps: list[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Activations [A_0 = X^T, A_1, ..., f (R, 1, N)] and pre-activations [Z_1, ...] ``(R, d_l, N)``."""
+        Ws = self.layers(theta)
+        acts = [X.T.to(theta).expand(theta.shape[0], -1, -1)]  # (R, d0, N)
+        pre = []
+        for W, e in zip(Ws[:-1], eps, strict=True):
+            Z = W @ acts[-1]  # (R, d_l, N)
+            pre.append(Z)
+            acts.append(e.to(theta) * _leaky(Z, self.cfg.slope))
+        acts.append(Ws[-1] @ acts[-1])  # (R, 1, N)
+        return acts, pre
+
+    def predict(self, theta: Tensor) -> Tensor:
+        """Network outputs on the training set, ``(R, N)``."""
+        return self._forward(theta, self.X, self.eps)[0][-1].squeeze(-2)
+
+    # ---- values -------------------------------------------------------------------------------------
+    def loss(self, theta: Tensor) -> Tensor:
+        residual = self.predict(theta) - self.y.to(theta)  # (R, N)
+        return 0.5 * residual.pow(2).mean(dim=-1)
+
+    def grad(self, theta: Tensor) -> Tensor:
+        """Backprop: dL/dW_l = G_l A_{l-1}^T with G_L = r^T / N, G_l = eps_l sigma'(Z_l) (W_{l+1}^T G_{l+1})."""
+        Ws = self.layers(theta)
+        acts, pre = self._forward(theta, self.X, self.eps)
+        back = (acts[-1] - self.y.to(theta)) / self.cfg.N  # (R, 1, N)
+        grads = [back @ acts[-2].transpose(-1, -2)]  # w_out: (R, 1, d_last)
+        for layer in range(len(pre) - 1, -1, -1):
+            slope = torch.where(pre[layer] > 0, 1.0, torch.full_like(pre[layer], self.cfg.slope))
+            back = self.eps[layer].to(theta) * slope * (Ws[layer + 1].transpose(-1, -2) @ back)
+            grads.append(back @ acts[layer].transpose(-1, -2))  # (R, d_l, d_{l-1})
+        return torch.cat([g.reshape(theta.shape[0], -1) for g in reversed(grads)], dim=1)
+
+    # ---- facts --------------------------------------------------------------------------------------
+    @property
+    def optimal_loss(self) -> float:
+        """0 when zero training error is attainable: teacher targets (realizable), or N <= d_{L-2} d_{L-1}
+        (Soudry & Carmon: every differentiable local minimum has zero error for almost every data set
+        and noise); else ``reference_loss`` if given, NaN if unknown (no run is then called global)."""
+        if self.cfg.targets == "teacher" or self.cfg.capacity >= self.cfg.N:
+            return 0.0
+        return math.nan if self.cfg.reference_loss is None else float(self.cfg.reference_loss)
+
+    def init(self, seeds: list[int], *, scheme: str = "xavier-normal", scale: float = 1.0) -> Tensor:
+        return init_weight_matrices(
+            seeds, self.cfg.shapes, scheme=scheme, scale=scale, dtype=self.dtype, device=self.device
+        )
+
+    def hypotheses(self) -> dict[str, bool]:
+        """N <= d_{L-2} d_{L-1} (the theorem's over-parameterization), and whether noise is applied."""
+        return {"n_le_d0_d1": self.cfg.capacity >= self.cfg.N, "dropout_noise": self.cfg.noise != "none"}
+
+    def config(self) -> dict[str, Any]:
+        return {"landscape": self.name, **asdict(self.cfg)}
+
+    def symmetry_tangents(self, theta: Tensor) -> Tensor:
+        """Per hidden unit, the tangent of its positive rescaling (incoming row * c, outgoing column / c):
+        (W_l[i, :], -W_{l+1}[:, i]) at c = 1, ``(R, sum_l d_l, P)``. Permuting units is not a symmetry
+        here (the noise is tied to unit indices) and is discrete anyway."""
+        R = theta.shape[0]
+        Ws = self.layers(theta)
+        offsets = [0]
+        for rows, cols in self.cfg.shapes:
+            offsets.append(offsets[-1] + rows * cols)
+        blocks = []
+        for layer in range(len(Ws) - 1):
+            d = Ws[layer].shape[1]
+            eye = torch.eye(d, dtype=theta.dtype, device=theta.device)
+            gen = torch.zeros(R, d, self.n_params, dtype=theta.dtype, device=theta.device)
+            incoming = torch.einsum("ip,rpq->ripq", eye, Ws[layer])  # row i of W_l: (R, d, d, d_prev)
+            outgoing = -torch.einsum("rpi,iq->ripq", Ws[layer + 1], eye)  # column i of W_{l+1}
+            gen[..., offsets[layer] : offsets[layer + 1]] = incoming.reshape(R, d, -1)
+            gen[..., offsets[layer + 1] : offsets[layer + 2]] = outgoing.reshape(R, d, -1)
+            blocks.append(gen)
+        return torch.cat(blocks, dim=1)
+
+    def expected_zero_eigenvalues(self, theta: Tensor) -> Tensor:
+        """Numerical rank of the per-unit rescaling tangents: the number of hidden units at a generic
+        point (a unit with zero incoming and outgoing weights contributes none). Flat directions of
+        dead or dropped units are not counted (such points are ``degenerate`` and escape-tested)."""
+        return numerical_rank(self.symmetry_tangents(theta)).to(torch.long)
+
+    def run_diagnostics(self, theta: Tensor) -> dict[str, Any]:
+        """differentiability_margin: min |pre-activation| over (sample, unit) pairs whose noise is
+        nonzero (a dropped unit's kink does not affect the loss); training_error: the fraction of
+        samples with |f(x_n) - y_n| > RESIDUAL_TOL; dead_units: hidden units with a negative
+        pre-activation on every sample."""
+        acts, pre = self._forward(theta, self.X, self.eps)
+        residual = (acts[-1].squeeze(-2) - self.y.to(theta)).abs()  # (R, N)
+        margins, dead = [], []
+        for Z, e in zip(pre, self.eps, strict=True):
+            live = (e != 0).to(theta.device)  # (d_l, N)
+            margins.append(torch.where(live, Z.abs(), math.inf).flatten(1).amin(dim=1))
+            dead.append((Z < 0).all(dim=-1).sum(dim=-1))
+        return {
+            "differentiability_margin": torch.stack(margins).amin(dim=0).cpu().tolist(),
+            "training_error": (residual > RESIDUAL_TOL).to(theta.dtype).mean(dim=-1).cpu().tolist(),
+            "max_residual": residual.amax(dim=-1).cpu().tolist(),
+            "dead_units": torch.stack(dead).sum(dim=0).cpu().tolist(),
+        }

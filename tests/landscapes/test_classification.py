@@ -1,0 +1,183 @@
+"""L5 classification landscape: batched SGD, the two phases, shapes, gradients, data loaders."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from study.landscapes.classification import (
+    Classification,
+    ClassificationConfig,
+    baseline_gap,
+)
+from study.landscapes.datasets import DataRequest, load_cifar10_data, load_digits_data
+from study.runs import RunBatch, RunSpec
+
+SEEDS = [0, 1, 2, 3]
+# A tiny digits problem: 120 training images, an MLP with 32 hidden units.
+TINY = dict(model="mlp", hidden=32, max_train=120, max_test=200, phase1_epochs=3, phase2_epochs=3)
+
+
+def make(**overrides: object) -> Classification:
+    params = {**TINY, **overrides}
+    return Classification(ClassificationConfig(**params), dtype=torch.float64)  # type: ignore[arg-type]
+
+
+def run(landscape: Classification, seeds: list[int]) -> RunBatch:
+    """The landscape's own two-phase procedure (the spec only supplies the init scheme here)."""
+    return landscape.run_replicas(RunSpec("classification", {}), seeds)
+
+
+def test_config_validation_names_the_field() -> None:
+    with pytest.raises(ValueError, match="model"):
+        ClassificationConfig(model="rnn")
+    with pytest.raises(ValueError, match="data_dir"):
+        ClassificationConfig(dataset="cifar10")
+    assert ClassificationConfig(hidden=[16, 8]).hidden == (16, 8)  # type: ignore[arg-type]
+
+
+def test_digits_split_is_seeded_and_disjoint() -> None:
+    a = load_digits_data(DataRequest(test_fraction=0.3, data_seed=5))
+    b = load_digits_data(DataRequest(test_fraction=0.3, data_seed=5))
+    assert a.x_train.shape[1:] == (1, 8, 8) and a.n_classes == 10
+    assert a.x_train.shape[0] + a.x_test.shape[0] == 1797
+    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    assert float(a.x_train.min()) >= 0.0 and float(a.x_train.max()) <= 1.0
+
+
+def test_cifar_loader_errors_clearly_on_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="cifar10: no CIFAR-10 python batches"):
+        load_cifar10_data(DataRequest(data_dir=str(tmp_path / "nowhere")))
+
+
+def test_cifar_loader_reads_python_pickles(tmp_path: Path) -> None:
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8), b"labels": [0, 1, 2, 3]}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    data = load_cifar10_data(DataRequest(data_dir=str(tmp_path)))
+    assert data.x_train.shape == (20, 3, 32, 32) and data.x_test.shape == (4, 3, 32, 32)
+    assert data.y_train.dtype == torch.int64 and float(data.x_train.max()) <= 1.0
+
+
+def test_init_depends_only_on_seed_and_has_zero_biases() -> None:
+    land = make()
+    both = land.init([3, 7])
+    alone = land.init([7])
+    assert both.shape == (2, land.n_params)
+    assert torch.equal(both[1], alone[0])
+    params = land.unflatten(both[0])
+    assert torch.count_nonzero(params["1.bias"]) == 0 and torch.count_nonzero(params["1.weight"]) > 0
+
+
+def test_gradient_matches_central_finite_differences() -> None:
+    land = make(hidden=4, max_train=30)
+    theta = land.init([0, 1])  # (2, P)
+    grad = land.grad(theta)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        v = torch.randn(theta.shape, generator=gen, dtype=torch.float64)
+        v = v / v.norm(dim=-1, keepdim=True)
+        eps = 1e-5
+        fd = (land.loss(theta + eps * v) - land.loss(theta - eps * v)) / (2 * eps)  # (R,)
+        torch.testing.assert_close(fd, (grad * v).sum(-1), rtol=1e-6, atol=1e-9)
+
+
+def test_cnn_forward_backward_shapes() -> None:
+    land = make(model="cnn", hidden=(4, 6))
+    theta = land.init(SEEDS[:3])  # (3, P)
+    x = land.data.x_train[:5]  # (5, 1, 8, 8)
+    assert land.logits(theta, x).shape == (3, 5, 10)
+    assert land.loss(theta).shape == (3,)
+    grad = land.grad(theta)
+    assert grad.shape == theta.shape and bool(torch.isfinite(grad).all())
+    batch = run(make(model="cnn", hidden=(4,), phase2_epochs=1), SEEDS[:2])
+    assert batch.theta.shape == (2, batch.theta0.shape[1]) and batch.curve.shape == (2, 1)
+
+
+@pytest.mark.parametrize("regularization", [False, True])
+def test_batched_training_equals_one_seed_at_a_time(regularization: bool) -> None:
+    land = make(init="adversarial", regularization=regularization, phase1_epochs=2, phase2_epochs=2)
+    batch = run(land, SEEDS)
+    for r, seed in enumerate(SEEDS):
+        alone = run(land, [seed])
+        np.testing.assert_allclose(batch.theta[r], alone.theta[0], rtol=0, atol=1e-9)
+        np.testing.assert_allclose(batch.curve[r], alone.curve[0], rtol=1e-9)
+        assert batch.frame["steps"][r] == alone.frame["steps"][0]
+
+
+def test_random_label_phase_fits_the_replicated_set() -> None:
+    # 40 images x 2 copies = 80 random labels for an MLP with 32 hidden units (2410 parameters).
+    land = make(init="adversarial", max_train=40, adv_copies=2, phase1_epochs=150, phase2_epochs=100)
+    batch = run(land, SEEDS)
+    frame = batch.frame
+    assert (frame["phase1_train_acc"] >= 0.9).all(), frame["phase1_train_acc"].tolist()
+    assert (frame["critical_point"] == "global_minimum").all()
+    assert (frame["train_acc"] >= 0.995).all()
+    assert batch.curve.shape == (4, 250) and batch.curve_steps.shape == (250,)
+    assert np.isfinite(batch.curve).all()
+
+
+def test_clean_phase_reaches_zero_training_error_and_rows_are_complete() -> None:
+    land = make(phase2_epochs=100)
+    batch = run(land, SEEDS)
+    frame = batch.frame
+    assert (frame["critical_point"] == "global_minimum").all(), frame["train_acc"].tolist()
+    assert frame["phase1_train_acc"].isna().all() and (frame["phase1_epochs"] == 0).all()
+    assert (frame["epochs"] < 100).all()  # stopped at the target, not at the budget
+    assert (frame["test_acc"] > 0.7).all()
+    for column in (
+        "seed",
+        "loss",
+        "loss_gap",
+        "grad_norm",
+        "lambda_min",
+        "n_negative",
+        "radius",
+        "certified",
+        "certificate",
+        "steps",
+        "hyp_regularized",
+    ):
+        assert column in frame
+    assert not frame["certified"].any() and (frame["certificate"] == "n/a").all()
+    assert batch.eigenvalues.shape == (4, 0)
+    # training loss per epoch goes down
+    assert (batch.curve[:, -1] < batch.curve[:, 0]).all()
+
+
+def test_divergence_is_a_class_not_a_crash() -> None:
+    batch = run(make(lr=1e6, phase2_epochs=2), SEEDS[:2])
+    assert (batch.frame["critical_point"] == "diverged").all()
+
+
+def test_baseline_gap_is_clean_minus_adversarial() -> None:
+    def frame(accs: list[float]) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "seed": range(len(accs)),
+                "test_acc": accs,
+                "phase1_train_acc": 1.0,
+                "critical_point": "global_minimum",
+            }
+        )
+
+    gap = baseline_gap(frame([0.8, 0.7]), frame([0.95, 0.9]))
+    assert gap["gap"][0] == pytest.approx(0.175) and gap["paired_gap"][0] == pytest.approx(0.175)
+    assert gap["gap_se"][0] == pytest.approx(math.sqrt(0.005 / 2 + 0.00125 / 2))
+
+
+def test_registry_builds_the_landscape() -> None:
+    from study.landscapes.registry import make_landscape
+
+    land = make_landscape("classification", {"model": "mlp", "hidden": 32})
+    assert isinstance(land, Classification) and land.n_params == 64 * 32 + 32 + 32 * 10 + 10

@@ -1,0 +1,71 @@
+"""The batched trainer: batched == one at a time, chunking-independent, the published restart rule."""
+
+import torch
+
+from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
+from study.runs import RunSpec, run_replicas
+from study.training.gd import TrainConfig, train
+
+torch.set_num_threads(1)
+
+
+def test_batched_equals_one_at_a_time():
+    landscape = TeacherStudent(TeacherStudentConfig(k=4, n=4))
+    theta0 = landscape.init(list(range(6)))
+    batched = train(landscape, theta0, TrainConfig(tol=1e-8))
+    for r in range(6):
+        one = train(landscape, theta0[r : r + 1], TrainConfig(tol=1e-8))
+        assert int(one.steps[0]) == int(batched.steps[r])
+        torch.testing.assert_close(one.theta[0], batched.theta[r], rtol=0, atol=1e-14)
+    assert bool(batched.converged.all())
+    # replicas stop at different steps: stopped replicas are not updated further
+    assert len(set(batched.steps.tolist())) > 1
+    stat = landscape.stationarity(batched.theta)
+    assert bool((stat <= 1e-8).all())
+    # each replica stopped at the first step that met the rule: one step earlier it did not
+    before = batched.theta + 0.1 * landscape.grad(batched.theta)  # approximately the previous iterate
+    assert bool((landscape.stationarity(before) > 1e-8 * 0.5).all())
+
+
+def test_same_seed_same_run_whatever_the_chunking():
+    spec = RunSpec("teacher_student", {"k": 4, "n": 4}, train=TrainConfig(tol=1e-7))
+    seeds = [11, 12, 13, 14, 15]
+    whole = run_replicas(spec, seeds)
+    parts = [run_replicas(spec, seeds[:2]), run_replicas(spec, seeds[2:])]
+    theta = torch.cat([torch.as_tensor(p.theta) for p in parts])
+    torch.testing.assert_close(theta, torch.as_tensor(whole.theta), rtol=0, atol=1e-14)
+    assert list(whole.frame["critical_point"]) == [c for p in parts for c in p.frame["critical_point"]]
+
+
+def test_divergence_restarts_with_half_the_step():
+    landscape = TeacherStudent(TeacherStudentConfig(k=3, n=3))
+    theta0 = landscape.init([0, 1])
+    # step 40 overshoots the curvature (lambda_max ~ 1.5) by far: the gradient norm passes 1e4
+    result = train(landscape, theta0, TrainConfig(lr=40.0, tol=1e-8))
+    assert bool((result.restarts >= 1).all())
+    expected = 40.0 / 2 ** result.restarts.double()
+    torch.testing.assert_close(result.lr, expected)
+    assert bool(result.converged.all())
+
+
+def test_gives_up_as_diverged_after_max_restarts():
+    landscape = TeacherStudent(TeacherStudentConfig(k=3, n=3))
+    result = train(landscape, landscape.init([0]), TrainConfig(lr=1e6, tol=1e-8, max_restarts=2))
+    assert bool(result.diverged.all()) and not bool(result.converged.any())
+
+
+def test_budget_exhausted_is_not_converged():
+    landscape = TeacherStudent(TeacherStudentConfig(k=4, n=4))
+    result = train(landscape, landscape.init([0, 1]), TrainConfig(max_steps=10))
+    assert not bool(result.converged.any())
+    assert result.steps.tolist() == [10, 10]
+
+
+def test_newton_polish_reaches_tolerance_and_keeps_the_end_point():
+    landscape = TeacherStudent(TeacherStudentConfig(k=5, n=5))
+    theta0 = landscape.init(list(range(4)))
+    plain = train(landscape, theta0, TrainConfig(tol=1e-10))
+    polished = train(landscape, theta0, TrainConfig(tol=1e-10, newton_polish=True))
+    assert bool(polished.converged.all())
+    assert int(polished.steps.sum()) < int(plain.steps.sum())
+    torch.testing.assert_close(polished.theta, plain.theta, rtol=0, atol=1e-8)
