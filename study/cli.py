@@ -17,8 +17,7 @@ for _key, _value in {
     os.environ.setdefault(_key, _value)
 
 
-class UsageError(Exception):
-    """Bad input: printed as one line, exit code 2."""
+from study.errors import UsageError  # noqa: E402
 
 
 def _fail(message: str) -> int:
@@ -89,12 +88,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         batches = []
         for start in range(0, len(seeds), args.chunk):
             chunk = seeds[start : start + args.chunk]
-            done_before = start
-            batches.append(
-                run_replicas(
-                    spec, chunk, device=device, progress=lambda n, _r, b=done_before: bar.update_to(b + n)
-                )
-            )
+
+            def report(n_done: int, _total: int, offset: int = start) -> None:
+                bar.update_to(offset + n_done)
+
+            batches.append(run_replicas(spec, chunk, device=device, progress=report))
     from study.runs import RunBatch
 
     batch = RunBatch.concat(batches)
@@ -134,7 +132,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "tracking":
         from study.bench import tracking as bench_tracking
 
-        return bench_tracking.main(runs=args.runs)
+        return bench_tracking.main(runs=args.runs or 64)
     raise UsageError(f"unknown benchmark {args.what!r}")
 
 

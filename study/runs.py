@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from study.diagnostics.basin import basin_columns
 from study.diagnostics.critical import DiagnosticsConfig, classify
 from study.landscapes.registry import make_landscape
 from study.training.gd import TrainConfig, train
@@ -119,6 +120,8 @@ def run_replicas(
         diverged=result.diverged,
         config=spec.diagnostics,
     )
+    for key, values in basin_columns(exact, theta0.to(torch.float64), result.theta.to(torch.float64)).items():
+        frame[key] = values
     frame.insert(1, "steps", result.total_steps.cpu().numpy())
     frame.insert(2, "restarts", result.restarts.cpu().numpy())
     frame["final_lr"] = result.lr.cpu().numpy()

@@ -109,6 +109,12 @@ def classify(
         n_zero = (spectrum.lambda_min.abs() <= config.eig_tol).long()
     expected_zero = landscape.expected_zero_eigenvalues(safe).to(n_zero.device)
     l_star = landscape.optimal_loss
+    l_star_source = "landscape"
+    if not math.isfinite(l_star):
+        # no closed form or reference solver: the best converged end point of this batch stands in
+        ok = ~bad & (stat <= config.grad_tol)
+        l_star = float(loss[ok].min()) if bool(ok.any()) else math.nan
+        l_star_source = "best of batch"
     gap = loss - l_star if math.isfinite(l_star) else torch.full_like(loss, math.nan)
 
     classes: list[str] = []
@@ -149,6 +155,8 @@ def classify(
             "seed": seeds,
             "loss": loss.tolist(),
             "loss_gap": gap.tolist(),
+            "l_star": l_star,
+            "l_star_source": l_star_source,
             "grad_norm": grad_norm.tolist(),
             "stationarity": stat.tolist(),
             "lambda_min": spectrum.lambda_min.tolist(),

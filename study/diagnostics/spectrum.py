@@ -90,7 +90,7 @@ def lanczos_spectrum(landscape: Landscape, theta: Tensor, *, tol: float = 1e-10)
         vals, vecs = vals[order], vecs[:, order]
         res = [np.linalg.norm(matvec(vecs[:, i]) - vals[i] * vecs[:, i]) for i in range(2)]
         lam_min[r], lam_max[r] = float(vals[0]), float(vals[-1])
-        resid[r] = max(res)
+        resid[r] = float(max(res))
     lam_min, lam_max, resid = (t.to(theta.device) for t in (lam_min, lam_max, resid))
     return Spectrum(
         method="lanczos",

@@ -23,14 +23,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.functional import cross_entropy, pad
 
 from study.landscapes.base import INIT_SCHEMES, Landscape, init_weight_matrices
 from study.landscapes.datasets import DATASETS, DataRequest, ImageData, load_dataset
@@ -70,7 +69,7 @@ class ClassificationConfig:
     adv_zero_fraction: float = 0.1
     phase1_epochs: int = 60
     # phase 2 (and the only phase for init="random")
-    phase2_epochs: int = 60
+    phase2_epochs: int = 100
     lr: float = 0.1
     batch_size: int = 128
     target_acc: float = 0.995
@@ -200,30 +199,29 @@ class Classification(Landscape):
         self.module = build_module(config)
         self.param_shapes = [(name, tuple(p.shape)) for name, p in self.module.named_parameters()]
         self.n_params = sum(math.prod(shape) for _, shape in self.param_shapes)
+        # Loaded here, not lazily: tensors first created inside a torch.func transform (a loss called
+        # under jvp/vmap) come out wrapped at that transform's level and must not be cached.
+        self.data, self._input_stats = self._load()
 
-    # ---- data (loaded lazily, on first use) -------------------------------------------------------------
-    @cached_property
-    def data(self) -> ImageData:
+    # ---- data ---------------------------------------------------------------------------------------
+    def _load(self) -> tuple[ImageData, tuple[Tensor, Tensor]]:
+        """The data set on ``device`` and the per-channel input mean and std ``(C, 1, 1)``."""
         c = self.cfg
         request = DataRequest(c.data_dir, c.test_fraction, c.data_seed, c.max_train, c.max_test)
         d = load_dataset(c.dataset, request)
-        return ImageData(
+        data = ImageData(
             d.x_train.to(self.device),
             d.y_train.to(self.device),
             d.x_test.to(self.device),
             d.y_test.to(self.device),
             d.n_classes,
         )
-
-    @cached_property
-    def _input_stats(self) -> tuple[Tensor, Tensor]:
-        """Per-channel mean and std ``(C, 1, 1)`` of the training images (0 and 1 without normalize)."""
-        x = self.data.x_train  # (N, C, H, W)
-        if not self.cfg.normalize:
-            return torch.zeros_like(x[0, :, :1, :1]), torch.ones_like(x[0, :, :1, :1])
+        x = data.x_train  # (N, C, H, W)
+        if not c.normalize:
+            return data, (torch.zeros_like(x[0, :, :1, :1]), torch.ones_like(x[0, :, :1, :1]))
         mean = x.mean(dim=(0, 2, 3)).reshape(-1, 1, 1)
         std = x.std(dim=(0, 2, 3)).reshape(-1, 1, 1).clamp_min(1e-8)
-        return mean, std
+        return data, (mean, std)
 
     # ---- the model as a function of flat parameters ---------------------------------------------------
     def unflatten(self, theta: Tensor) -> dict[str, Tensor]:
@@ -246,7 +244,7 @@ class Classification(Landscape):
 
     def _example_loss(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
         """Mean cross-entropy of one replica on a batch, ``(P,), (B, ...), (B,) -> ()``."""
-        return F.cross_entropy(self.forward(theta, x), y)
+        return cross_entropy(self.forward(theta, x), y)
 
     def logits(self, theta: Tensor, x: Tensor) -> Tensor:
         """Logits per replica on shared inputs, ``(R, P), (B, C, H, W) -> (R, B, K)``."""
@@ -279,6 +277,21 @@ class Classification(Landscape):
     def grad(self, theta: Tensor) -> Tensor:
         """Full-batch gradient of the training cross-entropy (torch.func, vmapped), ``(R, P) -> (R, P)``."""
         return self._full_batch(theta, self.data.x_train, self.data.y_train, with_grad=True)[1]
+
+    def hessian(self, theta: Tensor, *, chunk: int = 64) -> Tensor:
+        """Full Hessian ``(R, P) -> (R, P, P)``, built from Hessian-vector products on ``chunk`` basis
+        vectors at a time (memory O(chunk * N * width) instead of O(P * N * width)). Cost: P HVPs.
+        """
+        R, P = theta.shape
+        out = torch.empty(R, P, P, dtype=theta.dtype, device=theta.device)
+        eye = torch.eye(P, dtype=theta.dtype, device=theta.device)
+        for start in range(0, P, chunk):
+            basis = eye[start : start + chunk]  # (c, P)
+            c = basis.shape[0]
+            points = theta.unsqueeze(1).expand(R, c, P).reshape(R * c, P)
+            tangents = basis.unsqueeze(0).expand(R, c, P).reshape(R * c, P)
+            out[:, start : start + c, :] = self.hvp(points, tangents).reshape(R, c, P)
+        return out
 
     def accuracy(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
         """Fraction of correctly classified examples per replica, ``(R,)``."""
@@ -370,7 +383,7 @@ class Classification(Landscape):
         s = self.cfg.shift_pixels
         R, b, C, H, W = x.shape
         if s > 0:
-            padded = F.pad(x, (s, s, s, s))  # (R, b, C, H+2s, W+2s)
+            padded = pad(x, (s, s, s, s))  # (R, b, C, H+2s, W+2s)
             rows = shifts[..., 0:1] + s + torch.arange(H, device=x.device)  # (R, b, H)
             cols = shifts[..., 1:2] + s + torch.arange(W, device=x.device)  # (R, b, W)
             rows = rows[:, :, None, :, None].expand(R, b, C, H, W + 2 * s)
@@ -542,7 +555,7 @@ class Classification(Landscape):
                 "lambda_min": col(lam_min),
                 "lambda_max": col(lam_max),
                 "lambda_lower": col(lam_lower),
-                "n_negative": col((lam_min < 0).long()) if c.spectrum else 0,
+                "n_negative": col((lam_min < -spec.diagnostics.eig_tol).long()) if c.spectrum else 0,
                 "n_zero": 0,
                 "expected_zero": 0,
                 "spectrum_method": method,

@@ -3,8 +3,10 @@
     L(W) = 1/2 |W_H ... W_1 X - Y|_F^2,   X: (d0, m),  Y: (dH, m),  W_i: (d_i, d_{i-1})
 
 The loss is a sum (no 1/m). Data are seeded Gaussians scaled by 1/sqrt(m) so that X X^T ~ I and
-step sizes do not depend on m; ``x_rank``/``y_rank`` make X or Y low rank (a product of two Gaussian
-factors). Flat parameters are the row-major weight matrices W_1, ..., W_H concatenated.
+step sizes do not depend on m; targets are either independent of X ("random") or Y = T X for a seeded
+Gaussian T ("linear", zero residual: without a bottleneck L* = 0). ``x_rank``/``y_rank`` make X, or Y
+(through T), low rank: a product of two Gaussian factors. Flat parameters are the row-major weight
+matrices W_1, ..., W_H concatenated.
 
 L* = 1/2 (|Y - Yhat|_F^2 + sum_{i > r} sigma_i(Yhat)^2),  Yhat = Y X^+ X,  r = min_i d_i
 (reduced-rank regression: the end-to-end map has rank <= r and ranges over every such map).
@@ -33,6 +35,7 @@ class DeepLinearConfig:
     m: int = 20
     x_rank: int | None = None  # rank of X (None: full, min(d0, m) generically)
     y_rank: int | None = None  # rank of Y (None: full, min(dH, m) generically)
+    targets: str = "random"  # "random": Y independent of X; "linear": Y = T X
     data_seed: int = 0
 
     def __post_init__(self) -> None:
@@ -43,6 +46,8 @@ class DeepLinearConfig:
             raise ValueError(f"widths must be >= 1, got {self.widths}")
         if self.m < 1:
             raise ValueError(f"m must be >= 1, got {self.m}")
+        if self.targets not in ("random", "linear"):
+            raise ValueError(f"targets must be 'random' or 'linear', got {self.targets!r}")
         for name, dim in (("x_rank", self.widths[0]), ("y_rank", self.widths[-1])):
             rank = getattr(self, name)
             if rank is not None and not 1 <= rank <= min(dim, self.m):
@@ -71,6 +76,9 @@ def deep_linear_data(config: DeepLinearConfig) -> tuple[Tensor, Tensor]:
     """Seeded data ``X: (d0, m), Y: (dH, m)`` in float64."""
     gen = torch.Generator().manual_seed(config.data_seed)
     X = _gaussian(config.widths[0], config.m, config.x_rank, gen)
+    if config.targets == "linear":
+        T = _gaussian(config.widths[-1], config.widths[0], config.y_rank, gen)  # (dH, d0)
+        return X, T @ X
     Y = _gaussian(config.widths[-1], config.m, config.y_rank, gen)
     return X, Y
 

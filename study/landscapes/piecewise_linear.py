@@ -115,6 +115,8 @@ class PiecewiseLinear(Landscape):
         self.n_params = sum(a * b for a, b in config.shapes)
         self.X = X.to(device=self.device, dtype=dtype)
         self.eps = [e.to(device=self.device, dtype=dtype) for e in eps]
+        #: the teacher's flat weights ``(1, P)`` for teacher targets (a zero-loss point), else None
+        self.teacher_theta: Tensor | None = None
         if config.targets == "random":
             y = torch.randn(config.N, generator=gen, dtype=torch.float64)
         else:
@@ -125,7 +127,8 @@ class PiecewiseLinear(Landscape):
                 ],
                 dim=1,
             )  # (1, P)
-            y = self._forward(teacher, X, eps)[0][-1].squeeze(0)
+            y = self._forward(teacher, X, eps)[0][-1].reshape(config.N)
+            self.teacher_theta = teacher.to(device=self.device, dtype=dtype)
         self.y = y.to(device=self.device, dtype=dtype)  # (N,)
 
     # ---- shape helpers ------------------------------------------------------------------------------
@@ -159,7 +162,7 @@ class PiecewiseLinear(Landscape):
         return 0.5 * residual.pow(2).mean(dim=-1)
 
     def grad(self, theta: Tensor) -> Tensor:
-        """Backprop: dL/dW_l = G_l A_{l-1}^T with G_L = r^T / N, G_l = eps_l sigma'(Z_l) (W_{l+1}^T G_{l+1})."""
+        """Backprop: dL/dW_l = G_l A_{l-1}^T, G_L = r^T / N, G_l = eps_l sigma'(Z_l) (W_{l+1}^T G_{l+1})."""
         Ws = self.layers(theta)
         acts, pre = self._forward(theta, self.X, self.eps)
         back = (acts[-1] - self.y.to(theta)) / self.cfg.N  # (R, 1, N)

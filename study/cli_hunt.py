@@ -1,0 +1,69 @@
+"""`study hunt`, `study report`, `study submit`, `study jobs`, `study logs`: thin command layers."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from study.errors import UsageError
+
+
+def _usage_error(message: str) -> Exception:
+    return UsageError(message)
+
+
+def cmd_hunt(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from study.search.driver import HuntOptions, run_hunt
+    from study.spec import PipelineError, load_pipeline
+    from study.tracking.mlflow_sink import default_tracking_uri
+
+    try:
+        spec = load_pipeline(args.pipeline)
+    except PipelineError as exc:
+        raise _usage_error(str(exc)) from None
+    for flag in ("trials", "runs_per_trial"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise _usage_error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    out = Path(args.out or f"runs/{spec.name}")
+    storage = args.storage or os.environ.get("MINIMA_HUNT_STORAGE")
+    tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    options = HuntOptions(
+        out=out,
+        storage=storage,
+        tracking_uri=tracking_uri,
+        address=args.address,
+        trials=args.trials,
+        runs_per_trial=args.runs_per_trial,
+    )
+    print(
+        f"hunt {spec.name}: {spec.landscape}, objective {', '.join(spec.objective)}, "
+        f"sampler {spec.sampler}, results in {out}"
+    )
+    table = run_hunt(spec, options)
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        print()
+        print(table.to_string(index=False) if len(table) else "no trials")
+    uri = tracking_uri or default_tracking_uri(out)
+    store = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
+    print(f"\nruns: {out / 'runs.csv'}   trials: {out / 'trials.csv'}")
+    print(f"open the runs:   mlflow ui --backend-store-uri {uri}")
+    print('  counterexamples: filter  tags.critical_point = "spurious_minimum" and tags.certified = "true"')
+    print(f"open the search: optuna-dashboard {store}")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("hunt", help="run (or resume) a hunt from a pipeline file")
+    p.add_argument("pipeline", help="a pipeline YAML file, e.g. pipelines/quickstart.yaml")
+    p.add_argument("--trials", type=int, default=None, help="total finished trials wanted")
+    p.add_argument("--runs-per-trial", type=int, default=None)
+    p.add_argument("--out", default=None, help="output folder (default runs/<name>)")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: local Ray)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite under --out)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite under --out)")
+    p.set_defaults(func=cmd_hunt)

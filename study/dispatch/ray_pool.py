@@ -1,0 +1,76 @@
+"""Ray: start or join a cluster, and run chunks of replicas as tasks (CPU or fractional GPU)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from study.runs import RunBatch, RunSpec, run_replicas
+
+
+@dataclass(frozen=True)
+class ClusterInfo:
+    """What the driver needs to size its work: CPUs and GPUs available to tasks."""
+
+    address: str
+    cpus: int
+    gpus: float
+
+
+def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> ClusterInfo:
+    """Join ``address`` (``auto``, ``ray://...`` or ``HOST:PORT``) or start a local instance bound to
+    127.0.0.1 with the dashboard off; idempotent within a process."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if not ray.is_initialized():
+        env = {
+            "env_vars": {
+                "RAY_USAGE_STATS_ENABLED": "0",
+                "MLFLOW_DISABLE_TELEMETRY": "true",
+                "DO_NOT_TRACK": "true",
+                "OMP_NUM_THREADS": "1",
+            }
+        }
+        if address is None:
+            ray.init(
+                num_cpus=num_cpus,
+                _node_ip_address="127.0.0.1",
+                include_dashboard=False,
+                log_to_driver=False,
+                runtime_env=env,
+                logging_level=logging.ERROR,
+            )
+        else:
+            ray.init(address=address, log_to_driver=False, runtime_env=env, logging_level=logging.ERROR)
+    resources = ray.cluster_resources()
+    return ClusterInfo(
+        address=address or "local",
+        cpus=int(resources.get("CPU", 1)),
+        gpus=float(resources.get("GPU", 0.0)),
+    )
+
+
+@ray.remote(max_retries=2)
+def _run_chunk(spec: RunSpec, seeds: list[int]) -> RunBatch:
+    """One Ray task: a chunk of replicas, on the GPU Ray assigned to it if any."""
+    import torch
+
+    torch.set_num_threads(1)
+    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    return run_replicas(spec, seeds, device=device)
+
+
+def submit_chunk(spec: RunSpec, seeds: list[int], *, gpu_fraction: float, use_gpu: bool) -> Any:
+    """Submit one chunk; asks for ``gpu_fraction`` of a GPU when the cluster has GPUs."""
+    options: dict[str, Any] = {"num_cpus": 1}
+    if use_gpu:
+        options["num_gpus"] = gpu_fraction
+    return _run_chunk.options(**options).remote(spec, seeds)
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()

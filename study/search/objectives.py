@@ -1,0 +1,41 @@
+"""Trial objectives computed from a trial's runs (one DataFrame row per run)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+
+def _certified_spurious(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[(frame["critical_point"] == "spurious_minimum") & frame["certified"].astype(bool)]
+
+
+def objective_value(name: str, frame: pd.DataFrame, values: dict[str, Any]) -> float:
+    """The named objective (see ``study.spec.OBJECTIVES``) for one trial."""
+    if name == "spurious_rate":
+        return float(len(_certified_spurious(frame)) / max(1, len(frame)))
+    if name == "uncertified_spurious_rate":
+        return float((frame["critical_point"] == "spurious_minimum").mean())
+    if name == "max_gap":
+        gaps = _certified_spurious(frame)["loss_gap"]
+        return float(gaps.max()) if len(gaps) else 0.0
+    if name == "overparameterization":
+        return float(values["n"] - values["k"])
+    if name == "non_global_rate":
+        return float((frame["critical_point"] != "global_minimum").mean())
+    if name == "test_error":
+        return float(1.0 - frame["test_acc"].mean())
+    raise ValueError(f"unknown objective {name!r}")
+
+
+def trial_summary(frame: pd.DataFrame) -> dict[str, Any]:
+    """Counts per class, certified counterexamples and the lowest spurious loss, for user attrs."""
+    counts = frame["critical_point"].value_counts().to_dict()
+    spurious = _certified_spurious(frame)
+    return {
+        "runs": len(frame),
+        "counts": {str(k): int(v) for k, v in counts.items()},
+        "certified_spurious": len(spurious),
+        "lowest_spurious_loss": float(spurious["loss"].min()) if len(spurious) else None,
+    }

@@ -1,0 +1,93 @@
+"""Optuna samplers and storages for a hunt."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from study.spec import HuntSpec, ParamSpec
+
+
+def make_sampler(spec: HuntSpec) -> optuna.samplers.BaseSampler:
+    """TPE (default, seeded), grid (every combination, for reproductions), random, or NSGA-II."""
+    if spec.sampler in ("grid", "random"):  # grid points are enqueued by the driver (enqueue_grid)
+        return optuna.samplers.RandomSampler(seed=spec.seed)
+    if spec.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=spec.seed)
+    return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True)
+
+
+def enqueue_grid(study: optuna.Study, spec: HuntSpec) -> int:
+    """Enqueue every grid point not yet finished, running or waiting; returns how many were added.
+
+    Ask-and-tell with Optuna's GridSampler raises once the grid is exhausted (it calls
+    ``Study.stop``), so a grid is a queue of fixed trials instead: resumable and exact.
+    """
+    labels = grid_labels(spec)
+    names = list(labels)
+    seen = set()
+    for t in study.get_trials(deepcopy=False):
+        if t.user_attrs.get("fail_reason") == "interrupted; re-run":
+            continue
+        seen.add(tuple(t.params.get(n, t.system_attrs.get("fixed_params", {}).get(n)) for n in names))
+    added = 0
+    for combo in itertools.product(*(labels[n] for n in names)):
+        if combo not in seen:
+            study.enqueue_trial(dict(zip(names, combo, strict=True)))
+            added += 1
+    return added
+
+
+def grid_size(spec: HuntSpec) -> int:
+    size = 1
+    for p in spec.search:
+        size *= len(p.grid_values())
+    return size
+
+
+def suggest(trial: optuna.Trial, param: ParamSpec) -> Any:
+    """Ask the trial for one parameter; categorical tuples (e.g. widths) travel as strings."""
+    if param.kind == "categorical":
+        labels = [_label(c) for c in param.choices]
+        picked = trial.suggest_categorical(param.name, labels)
+        return param.choices[labels.index(picked)]
+    if param.kind == "int":
+        assert param.low is not None and param.high is not None
+        return trial.suggest_int(
+            param.name, int(param.low), int(param.high), step=int(param.step or 1), log=param.log
+        )
+    assert param.low is not None and param.high is not None
+    return trial.suggest_float(
+        param.name, float(param.low), float(param.high), step=param.step, log=param.log
+    )
+
+
+def _label(choice: Any) -> Any:
+    if isinstance(choice, tuple):
+        return "x".join(str(c) for c in choice)
+    return choice
+
+
+def grid_labels(spec: HuntSpec) -> dict[str, list[Any]]:
+    return {p.name: [_label(c) for c in p.grid_values()] for p in spec.search}
+
+
+def make_storage(url: str | None, out: Path) -> optuna.storages.BaseStorage:
+    """An RDB storage (SQLite under ``out`` by default, with a generous lock timeout) or a journal
+    file (``journal:///path``); any SQLAlchemy URL works, PostgreSQL included."""
+    if url is None:
+        out.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{(out / 'optuna.db').resolve()}"
+    if url.startswith("journal://"):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url[len("journal://") :]))
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        kwargs = {"pool_pre_ping": True}
+    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=None)

@@ -1,0 +1,409 @@
+"""Pipelines as data: YAML files validated into a typed :class:`HuntSpec` before anything runs.
+
+A pipeline says what differs from the defaults. Errors name the file and the field, e.g.
+``pipelines/x.yaml: search.k.low: expected an integer, got 'six'``.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import itertools
+import math
+import operator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from study.diagnostics.critical import DiagnosticsConfig
+from study.landscapes.registry import LANDSCAPES, landscape_config
+from study.runs import DTYPES, RunSpec
+from study.training.gd import TrainConfig
+
+OBJECTIVES = {
+    # name: (direction, what it measures)
+    "spurious_rate": ("maximize", "fraction of runs ending at a certified spurious minimum"),
+    "uncertified_spurious_rate": ("maximize", "fraction of runs classified spurious_minimum"),
+    "max_gap": ("maximize", "largest loss gap to L* among certified spurious minima (0 if none)"),
+    "overparameterization": ("maximize", "n - k, the student's excess width"),
+    "non_global_rate": ("maximize", "fraction of runs not ending at a global minimum"),
+    "test_error": ("maximize", "mean test error of the trial's runs (classification)"),
+}
+SAMPLERS = ("tpe", "grid", "random", "nsga2")
+RUN_KEYS = ("init_scheme", "init_scale", "lr")  # searchable run settings besides landscape params
+TOP_LEVEL = {
+    "name",
+    "description",
+    "landscape",
+    "fixed",
+    "search",
+    "derived",
+    "init_scheme",
+    "init_scale",
+    "train",
+    "diagnostics",
+    "extra",
+    "runs_per_trial",
+    "chunk_size",
+    "seed",
+    "objective",
+    "sampler",
+    "trials",
+    "dtype",
+    "gpu_fraction",
+    "max_inflight",
+}
+
+
+class PipelineError(ValueError):
+    """A pipeline file that does not validate; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched parameter: int/float ranges (optionally log or stepped) or categorical choices."""
+
+    name: str
+    kind: str  # "int" | "float" | "categorical"
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def grid_values(self) -> list[Any]:
+        """The values a grid sampler visits (ints: every step; floats need explicit choices)."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.kind == "int":
+            assert self.low is not None and self.high is not None
+            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+        raise PipelineError(f"search.{self.name}: a grid sampler needs categorical choices for floats")
+
+
+@dataclass(frozen=True)
+class HuntSpec:
+    """A validated pipeline: what a hunt searches, how each run trains, and what it optimizes."""
+
+    name: str
+    landscape: str
+    fixed: dict[str, Any]
+    search: tuple[ParamSpec, ...]
+    derived: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    init_scheme: str = "xavier-normal"
+    init_scale: float = 1.0
+    train: TrainConfig = TrainConfig()
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+    extra: dict[str, Any] = field(default_factory=dict)
+    runs_per_trial: int = 64
+    chunk_size: int = 32
+    seed: int = 0
+    objective: tuple[str, ...] = ("spurious_rate",)
+    sampler: str = "tpe"
+    trials: int = 20
+    dtype: str = "float64"
+    gpu_fraction: float = 0.25
+    max_inflight: int = 0  # 0: enough trials in flight to keep every CPU busy
+    source: str = "<memory>"
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o][0] for o in self.objective]
+
+    def resolve(self, sampled: dict[str, Any]) -> dict[str, Any]:
+        """Fixed values, then sampled ones, then derived expressions (e.g. ``n: k + excess``)."""
+        values = {**self.fixed, **sampled}
+        for name, expr in self.derived.items():
+            values[name] = evaluate(expr, values)
+        return values
+
+    def run_spec(self, values: dict[str, Any]) -> RunSpec:
+        """The :class:`RunSpec` of one trial from its resolved values."""
+        params = {k: v for k, v in values.items() if k not in RUN_KEYS and k not in self.search_only}
+        train = self.train
+        if "lr" in values:
+            train = dataclasses.replace(train, lr=float(values["lr"]))
+        return RunSpec(
+            landscape=self.landscape,
+            params=params,
+            train=train,
+            diagnostics=self.diagnostics,
+            init_scheme=str(values.get("init_scheme", self.init_scheme)),
+            init_scale=float(values.get("init_scale", self.init_scale)),
+            dtype=self.dtype,
+            extra=dict(self.extra),
+        )
+
+    @property
+    def search_only(self) -> set[str]:
+        """Searched helper variables used only inside derived expressions (not landscape fields)."""
+        fields = {f.name for f in dataclasses.fields(LANDSCAPES[self.landscape].config_cls)}
+        return {p.name for p in self.search if p.name not in fields and p.name not in RUN_KEYS}
+
+
+_BINOPS = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.FloorDiv: operator.floordiv,
+    ast.Div: operator.truediv,
+    ast.Pow: operator.pow,
+}
+_FUNCS = {"min": min, "max": max, "round": round, "int": int}
+
+
+def evaluate(expr: str, names: dict[str, Any]) -> Any:
+    """Evaluate a small arithmetic expression over named values (no attribute access, no calls but
+    min/max/round/int)."""
+
+    def walk(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in names:
+                raise PipelineError(f"unknown name {node.id!r} in expression {expr!r}")
+            return names[node.id]
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
+            op: Any = _BINOPS[type(node.op)]
+            return op(walk(node.left), walk(node.right))
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            return -walk(node.operand)
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in _FUNCS
+            and not node.keywords
+        ):
+            func: Any = _FUNCS[node.func.id]
+            return func(*[walk(a) for a in node.args])
+        raise PipelineError(f"unsupported syntax in expression {expr!r}")
+
+    try:
+        tree = ast.parse(str(expr), mode="eval")
+    except SyntaxError:
+        raise PipelineError(f"cannot parse expression {expr!r}") from None
+    return walk(tree)
+
+
+# ---- validation ---------------------------------------------------------------------------------------
+def _typed(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
+        raise PipelineError(f"{where}: expected {what}, got {value!r}")
+    if not isinstance(value, kind):
+        raise PipelineError(f"{where}: expected {what}, got {value!r}")
+    return value
+
+
+def _param(where: str, name: str, raw: Any) -> ParamSpec:
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{where}: expected a mapping with a 'type', got {raw!r}")
+    kind = raw.get("type")
+    allowed = {
+        "int": {"type", "low", "high", "step", "log"},
+        "float": {"type", "low", "high", "step", "log"},
+        "categorical": {"type", "choices"},
+    }
+    if kind not in allowed:
+        raise PipelineError(f"{where}.type: expected one of int, float, categorical; got {kind!r}")
+    unknown = sorted(set(raw) - allowed[kind])
+    if unknown:
+        raise PipelineError(f"{where}: unknown key(s) {unknown} for type {kind}")
+    if kind == "categorical":
+        choices = raw.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise PipelineError(f"{where}.choices: expected a non-empty list")
+        frozen = tuple(tuple(c) if isinstance(c, list) else c for c in choices)
+        return ParamSpec(name, kind, choices=frozen)
+    number: type | tuple[type, ...] = int if kind == "int" else (int, float)
+    what = "an integer" if kind == "int" else "a number"
+    for key in ("low", "high"):
+        if key not in raw:
+            raise PipelineError(f"{where}.{key}: required for type {kind}")
+        _typed(f"{where}.{key}", raw[key], number, what)
+    low, high = raw["low"], raw["high"]
+    if low > high:
+        raise PipelineError(f"{where}: low ({low}) must be <= high ({high})")
+    log = bool(_typed(f"{where}.log", raw.get("log", False), bool, "true or false"))
+    if log and low <= 0:
+        raise PipelineError(f"{where}.low: must be > 0 when log is true, got {low}")
+    step = raw.get("step")
+    if step is not None:
+        _typed(f"{where}.step", step, number, what)
+        if step <= 0:
+            raise PipelineError(f"{where}.step: must be > 0, got {step}")
+    return ParamSpec(name, kind, low=low, high=high, step=step, log=log)
+
+
+def _dataclass_from(where: str, cls: type, raw: Any) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{where}: expected a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise PipelineError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(fields)}")
+    values = {}
+    for key, value in raw.items():
+        default = fields[key].default
+        if isinstance(default, bool):
+            _typed(f"{where}.{key}", value, bool, "true or false")
+        elif isinstance(default, int):
+            _typed(f"{where}.{key}", value, int, "an integer")
+        elif isinstance(default, float):
+            _typed(f"{where}.{key}", value, (int, float), "a number")
+            value = float(value)
+        values[key] = value
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise PipelineError(f"{where}: {exc}") from None
+
+
+def parse_pipeline(raw: Any, *, source: str = "<memory>") -> HuntSpec:
+    """Validate a parsed YAML document into a :class:`HuntSpec`; raises :class:`PipelineError`."""
+    try:
+        return _parse(raw, source)
+    except PipelineError as exc:
+        raise PipelineError(f"{source}: {exc}") from None
+
+
+def _parse(raw: Any, source: str) -> HuntSpec:
+    if not isinstance(raw, dict):
+        raise PipelineError("expected a mapping at the top level")
+    unknown = sorted(set(raw) - TOP_LEVEL)
+    if unknown:
+        raise PipelineError(f"unknown top-level field(s) {unknown}; allowed: {sorted(TOP_LEVEL)}")
+    for key in ("name", "landscape"):
+        if key not in raw:
+            raise PipelineError(f"{key}: required")
+    name = _typed("name", raw["name"], str, "a string")
+    if not name or any(c in name for c in "/\\ "):
+        raise PipelineError(f"name: must be non-empty without spaces or slashes, got {name!r}")
+    landscape = _typed("landscape", raw["landscape"], str, "a string")
+    if landscape not in LANDSCAPES:
+        raise PipelineError(f"landscape: unknown landscape {landscape!r}; known: {sorted(LANDSCAPES)}")
+    fixed = raw.get("fixed") or {}
+    if not isinstance(fixed, dict):
+        raise PipelineError(f"fixed: expected a mapping, got {fixed!r}")
+    fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in fixed.items()}
+    search_raw = raw.get("search") or {}
+    if not isinstance(search_raw, dict):
+        raise PipelineError(f"search: expected a mapping, got {search_raw!r}")
+    search = tuple(_param(f"search.{k}", k, v) for k, v in search_raw.items())
+    derived = raw.get("derived") or {}
+    if not isinstance(derived, dict):
+        raise PipelineError(f"derived: expected a mapping of name: expression, got {derived!r}")
+    derived = {str(k): str(v) for k, v in derived.items()}
+    clash = sorted(set(fixed) & {p.name for p in search})
+    if clash:
+        raise PipelineError(f"search: {clash} also appear under fixed")
+
+    objective_raw = raw.get("objective", "spurious_rate")
+    objective = tuple(objective_raw) if isinstance(objective_raw, list) else (objective_raw,)
+    for o in objective:
+        if o not in OBJECTIVES:
+            raise PipelineError(f"objective: unknown objective {o!r}; known: {sorted(OBJECTIVES)}")
+    sampler = raw.get("sampler", "tpe" if len(objective) == 1 else "nsga2")
+    if sampler not in SAMPLERS:
+        raise PipelineError(f"sampler: unknown sampler {sampler!r}; known: {list(SAMPLERS)}")
+    if sampler == "tpe" and len(objective) > 1:
+        sampler = "tpe"  # TPE supports several objectives too
+    ints = {}
+    for key, default, low in (
+        ("runs_per_trial", 64, 1),
+        ("chunk_size", 32, 1),
+        ("seed", 0, 0),
+        ("trials", 20, 1),
+        ("max_inflight", 0, 0),
+    ):
+        value = _typed(key, raw.get(key, default), int, "an integer")
+        if value < low:
+            raise PipelineError(f"{key}: must be >= {low}, got {value}")
+        ints[key] = value
+    dtype = raw.get("dtype", "float64")
+    if dtype not in DTYPES:
+        raise PipelineError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+    gpu_fraction = float(_typed("gpu_fraction", raw.get("gpu_fraction", 0.25), (int, float), "a number"))
+    if not 0 < gpu_fraction <= 1:
+        raise PipelineError(f"gpu_fraction: must be in (0, 1], got {gpu_fraction}")
+    init_scale = float(_typed("init_scale", raw.get("init_scale", 1.0), (int, float), "a number"))
+    spec = HuntSpec(
+        name=name,
+        description=str(raw.get("description", "")),
+        landscape=landscape,
+        fixed=fixed,
+        search=search,
+        derived=derived,
+        init_scheme=_typed("init_scheme", raw.get("init_scheme", "xavier-normal"), str, "a string"),
+        init_scale=init_scale,
+        train=_dataclass_from("train", TrainConfig, raw.get("train")),
+        diagnostics=_dataclass_from("diagnostics", DiagnosticsConfig, raw.get("diagnostics")),
+        extra=dict(raw.get("extra") or {}),
+        objective=objective,
+        sampler=sampler,
+        dtype=dtype,
+        gpu_fraction=gpu_fraction,
+        source=source,
+        **ints,
+    )
+    _check_corners(spec)
+    return spec
+
+
+def _corner_values(spec: HuntSpec) -> list[dict[str, Any]]:
+    """A few sampled points at which to validate the landscape config: every corner of small spaces."""
+    options = []
+    for p in spec.search:
+        if p.kind == "categorical":
+            options.append([(p.name, c) for c in p.choices])
+        else:
+            cast: Any = int if p.kind == "int" else float
+            options.append([(p.name, cast(p.low)), (p.name, cast(p.high))])
+    combos = list(itertools.islice(itertools.product(*options), 64))
+    return [dict(c) for c in combos] or [{}]
+
+
+def _check_corners(spec: HuntSpec) -> None:
+    for sampled in _corner_values(spec):
+        try:
+            values = spec.resolve(sampled)
+        except PipelineError as exc:
+            raise PipelineError(f"derived: {exc}") from None
+        except (TypeError, ZeroDivisionError) as exc:
+            raise PipelineError(f"derived: {exc}") from None
+        run = spec.run_spec(values)
+        if run.init_scheme not in _init_schemes():
+            raise PipelineError(f"init_scheme: expected one of {_init_schemes()}, got {run.init_scheme!r}")
+        if not (run.init_scale > 0 and math.isfinite(run.init_scale)):
+            raise PipelineError(f"init_scale: must be > 0, got {run.init_scale}")
+        try:
+            landscape_config(spec.landscape, run.params)
+        except ValueError as exc:
+            where = "fixed/search" if sampled else "fixed"
+            point = ", ".join(f"{k}={v}" for k, v in sampled.items())
+            at = f" (at {point})" if point else ""
+            raise PipelineError(f"{where}: {exc}{at}") from None
+
+
+def _init_schemes() -> tuple[str, ...]:
+    from study.landscapes.base import INIT_SCHEMES
+
+    return INIT_SCHEMES
+
+
+def load_pipeline(path: str | Path) -> HuntSpec:
+    """Read and validate a pipeline file."""
+    path = Path(path)
+    if not path.is_file():
+        raise PipelineError(f"{path}: pipeline file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"{path}: not valid YAML: {exc}") from None
+    return parse_pipeline(raw, source=str(path))

@@ -1,0 +1,357 @@
+"""MLflow layout: one experiment per pipeline, a parent run per hunt, a child run per trial, and one run
+per training run nested under its trial.
+
+Every training run carries a stable key ``hunt/seed_base/seed`` as a tag; a trial's runs are logged
+only if their keys are not there yet, so a retried task or a resumed hunt never logs a run twice.
+With a database store (SQLite, PostgreSQL) a trial's runs are written in one transaction through
+MLflow's own store models; with a tracking server, through the client's batch API, run by run.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.tracking import MlflowClient
+
+from study.runs import RunBatch
+
+TAG_HUNT = "minima_hunt.hunt"
+TAG_KIND = "minima_hunt.kind"  # hunt | trial | run
+TAG_SEED_BASE = "minima_hunt.seed_base"
+TAG_RUN_KEY = "minima_hunt.run_key"
+PARENT = "mlflow.parentRunId"
+RUN_METRICS = ("loss", "loss_gap", "grad_norm", "lambda_min", "lambda_max", "n_negative", "steps")
+
+
+def default_tracking_uri(out: Path) -> str:
+    return f"sqlite:///{(out / 'mlflow.db').resolve()}"
+
+
+def run_name(values: dict[str, Any], seed: int) -> str:
+    """A readable name such as ``k8-n8-s17`` from the trial's integer parameters."""
+    parts = [f"{k}{v}" for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool)]
+    return "-".join([*parts[:4], f"s{seed}"])
+
+
+def _metric_value(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number
+
+
+class HuntTracker:
+    """Writes a hunt to MLflow; only the driver uses it."""
+
+    def __init__(self, tracking_uri: str, experiment: str, hunt: str, *, artifact_root: Path | None = None):
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.hunt = hunt
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            location = artifact_root.resolve().as_uri() if artifact_root is not None else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        else:
+            self.experiment_id = found.experiment_id
+        store = self.client._tracking_client.store
+        self._sql_store = store if type(store).__name__ == "SqlAlchemyStore" else None
+        self.hunt_run_id = ""
+        self.seconds = 0.0  # wall time spent writing training runs (log_runs), for the benchmark
+        self.runs_logged = 0
+
+    # ---- hunt and trial runs ----------------------------------------------------------------------
+    def _find(self, filter_string: str) -> list[Any]:
+        return list(
+            self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=50_000)
+        )
+
+    def start_hunt(self, params: dict[str, Any]) -> str:
+        """The hunt's parent run: reused when the same hunt resumes."""
+        found = self._find(f"tags.`{TAG_HUNT}` = '{self.hunt}' and tags.`{TAG_KIND}` = 'hunt'")
+        if found:
+            self.hunt_run_id = found[0].info.run_id
+            self.client.update_run(self.hunt_run_id, status="RUNNING")
+            return self.hunt_run_id
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"hunt-{self.hunt}", tags={TAG_HUNT: self.hunt, TAG_KIND: "hunt"}
+        )
+        self.hunt_run_id = run.info.run_id
+        self.client.log_batch(self.hunt_run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+        return self.hunt_run_id
+
+    def trial_run(self, seed_base: int, trial_number: int, values: dict[str, Any]) -> str:
+        """The trial's run, nested under the hunt (reused for a re-run of an interrupted trial)."""
+        found = self._find(
+            f"tags.`{TAG_HUNT}` = '{self.hunt}' and tags.`{TAG_KIND}` = 'trial' "
+            f"and tags.`{TAG_SEED_BASE}` = '{seed_base}'"
+        )
+        if found:
+            return str(found[0].info.run_id)
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"trial-{trial_number}",
+            tags={
+                TAG_HUNT: self.hunt,
+                TAG_KIND: "trial",
+                TAG_SEED_BASE: str(seed_base),
+                PARENT: self.hunt_run_id,
+                "optuna.trial": str(trial_number),
+            },
+        )
+        params = [Param(k, str(v)[:6000]) for k, v in values.items()]
+        self.client.log_batch(run.info.run_id, params=params)
+        return str(run.info.run_id)
+
+    def logged_keys(self, seed_base: int) -> set[str]:
+        found = self._find(
+            f"tags.`{TAG_HUNT}` = '{self.hunt}' and tags.`{TAG_KIND}` = 'run' "
+            f"and tags.`{TAG_SEED_BASE}` = '{seed_base}'"
+        )
+        return {r.data.tags.get(TAG_RUN_KEY, "") for r in found}
+
+    def finish_trial(self, run_id: str, *, metrics: dict[str, float], failed: str | None = None) -> None:
+        now = int(time.time() * 1000)
+        clean = [
+            Metric(k, float(v), now, 0)
+            for k, v in metrics.items()
+            if v is not None and math.isfinite(float(v))
+        ]
+        tags = [RunTag("fail_reason", failed[:5000])] if failed else []
+        self.client.log_batch(run_id, metrics=clean, tags=tags)
+        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+
+    def finish_hunt(self, *, status: str = "FINISHED") -> None:
+        if self.hunt_run_id:
+            self.client.set_terminated(self.hunt_run_id, status=status)
+
+    # ---- training runs -------------------------------------------------------------------------
+    def log_runs(
+        self,
+        trial_run_id: str,
+        batch: RunBatch,
+        *,
+        seed_base: int,
+        trial_number: int,
+        values: dict[str, Any],
+        config: dict[str, Any],
+    ) -> int:
+        """Log one MLflow run per training run of a trial (skipping keys already logged); returns how
+        many were written. Certified spurious minima also get weights and a spectrum plot."""
+        start = time.perf_counter()
+        try:
+            written = self._log_runs(
+                trial_run_id,
+                batch,
+                seed_base=seed_base,
+                trial_number=trial_number,
+                values=values,
+                config=config,
+            )
+        finally:
+            self.seconds += time.perf_counter() - start
+        self.runs_logged += written
+        return written
+
+    def _log_runs(
+        self,
+        trial_run_id: str,
+        batch: RunBatch,
+        *,
+        seed_base: int,
+        trial_number: int,
+        values: dict[str, Any],
+        config: dict[str, Any],
+    ) -> int:
+        already = self.logged_keys(seed_base)
+        frame = batch.frame
+        records = []
+        now = int(time.time() * 1000)
+        params_common = {
+            **config,
+            **{f"trial.{k}": v for k, v in values.items()},
+            "trial.number": trial_number,
+        }
+        for row_index, row in enumerate(frame.itertuples(index=False)):
+            data = row._asdict()
+            seed = int(data["seed"])
+            key = f"{self.hunt}/{seed_base}/{seed}"
+            if key in already:
+                continue
+            metrics = {name: _metric_value(data.get(name)) for name in RUN_METRICS if name in data}
+            for name, value in data.items():
+                if (
+                    name not in metrics
+                    and name != "seed"
+                    and isinstance(value, int | float | np.number)
+                    and not isinstance(value, bool | np.bool_)
+                ):
+                    metrics[name] = _metric_value(value)
+            curve = [
+                (int(step), float(v))
+                for step, v in zip(batch.curve_steps, batch.curve[row_index], strict=False)
+                if np.isfinite(v)
+            ]
+            tags = {
+                "critical_point": str(data["critical_point"]),
+                "certified": "true" if bool(data.get("certified", False)) else "false",
+                "certificate": str(data.get("certificate", ""))[:5000],
+                TAG_HUNT: self.hunt,
+                TAG_KIND: "run",
+                TAG_SEED_BASE: str(seed_base),
+                TAG_RUN_KEY: key,
+                PARENT: trial_run_id,
+                "mlflow.runName": run_name(values, seed),
+            }
+            for name, value in data.items():
+                if name.startswith("hyp_"):
+                    tags[name] = str(bool(value)).lower()
+            params = {**params_common, "seed": seed}
+            records.append((key, tags, params, metrics, curve, row_index, data))
+        if not records:
+            return 0
+        if self._sql_store is not None:
+            self._bulk_sql(records, now)
+        else:
+            for _key, tags, params, metrics, curve, _i, _d in records:
+                run = self.client.create_run(
+                    self.experiment_id,
+                    run_name=tags["mlflow.runName"],
+                    tags={k: v for k, v in tags.items() if k != "mlflow.runName"},
+                )
+                mlist = [Metric(k, v, now, 0) for k, v in metrics.items() if v is not None]
+                mlist += [Metric("loss_curve", v, now, s) for s, v in curve]
+                self.client.log_batch(
+                    run.info.run_id,
+                    metrics=mlist,
+                    params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                )
+                self.client.set_terminated(run.info.run_id)
+        self._log_counterexample_artifacts(records, batch)
+        return len(records)
+
+    def run_ids_by_key(self, keys: list[str]) -> dict[str, str]:
+        found = self._find(f"tags.`{TAG_HUNT}` = '{self.hunt}' and tags.`{TAG_KIND}` = 'run'")
+        wanted = set(keys)
+        return {
+            r.data.tags[TAG_RUN_KEY]: r.info.run_id for r in found if r.data.tags.get(TAG_RUN_KEY) in wanted
+        }
+
+    def _bulk_sql(self, records: list[Any], now: int) -> None:
+        """Insert runs, tags, params, metrics and latest metrics in one transaction (MLflow's models)."""
+        from mlflow.store.tracking.dbmodels.models import (
+            SqlLatestMetric,
+            SqlMetric,
+            SqlParam,
+            SqlRun,
+            SqlTag,
+        )
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+        store = self._sql_store
+        assert store is not None
+        experiment = self.client.get_experiment(self.experiment_id)
+        objects: list[Any] = []
+        for _key, tags, params, metrics, curve, _i, _d in records:
+            run_id = uuid.uuid4().hex
+            name = tags["mlflow.runName"]
+            run = SqlRun(
+                name=name,
+                artifact_uri=f"{experiment.artifact_location}/{run_id}/artifacts",
+                run_uuid=run_id,
+                experiment_id=int(self.experiment_id),
+                source_type="UNKNOWN",
+                source_name="",
+                entry_point_name="",
+                user_id="minima-hunt",
+                status=RunStatus.to_string(RunStatus.FINISHED),
+                start_time=now,
+                end_time=now,
+                deleted_time=None,
+                source_version="",
+                lifecycle_stage="active",
+            )
+            run.tags = [SqlTag(key=k, value=v) for k, v in tags.items() if k != MLFLOW_RUN_NAME] + [
+                SqlTag(key=MLFLOW_RUN_NAME, value=name)
+            ]
+            objects.append(run)
+            objects.extend(SqlParam(key=k, value=str(v)[:6000], run_uuid=run_id) for k, v in params.items())
+            for k, v in metrics.items():
+                if v is None:
+                    continue
+                is_nan = math.isnan(v)
+                value = 0.0 if is_nan else v
+                objects.append(
+                    SqlMetric(key=k, value=value, timestamp=now, step=0, is_nan=is_nan, run_uuid=run_id)
+                )
+                objects.append(
+                    SqlLatestMetric(key=k, value=value, timestamp=now, step=0, is_nan=is_nan, run_uuid=run_id)
+                )
+            for step, v in curve:
+                objects.append(
+                    SqlMetric(
+                        key="loss_curve", value=v, timestamp=now, step=step, is_nan=False, run_uuid=run_id
+                    )
+                )
+            if curve:
+                step, v = curve[-1]
+                objects.append(
+                    SqlLatestMetric(
+                        key="loss_curve", value=v, timestamp=now, step=step, is_nan=False, run_uuid=run_id
+                    )
+                )
+        with store.ManagedSessionMaker(read_only=False) as session:
+            session.add_all(objects)
+
+    def _log_counterexample_artifacts(self, records: list[Any], batch: RunBatch) -> None:
+        chosen = [
+            (key, i)
+            for key, tags, _p, _m, _c, i, _d in records
+            if tags["critical_point"] == "spurious_minimum" and tags["certified"] == "true"
+        ]
+        if not chosen:
+            return
+        ids = self.run_ids_by_key([key for key, _ in chosen])
+        from study.reports.plots import spectrum_plot
+
+        with tempfile.TemporaryDirectory() as tmp:
+            for key, i in chosen:
+                if key not in ids:
+                    continue
+                folder = Path(tmp) / str(i)
+                folder.mkdir()
+                np.save(folder / "weights.npy", batch.theta[i])
+                np.save(folder / "init.npy", batch.theta0[i])
+                if batch.eigenvalues.shape[1]:
+                    np.save(folder / "hessian_eigenvalues.npy", batch.eigenvalues[i])
+                    spectrum_plot(
+                        batch.eigenvalues[i],
+                        folder / "hessian_spectrum.png",
+                        title=f"{key}: Hessian spectrum",
+                    )
+                self.client.log_artifacts(ids[key], str(folder), artifact_path="counterexample")
+
+
+def frame_of_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
+    """All training runs of an experiment as a DataFrame (for reports and tests)."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return pd.DataFrame()
+    runs = client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`{TAG_KIND}` = 'run'", max_results=50_000
+    )
+    return pd.DataFrame(
+        [
+            {**r.data.metrics, **{f"tag.{k}": v for k, v in r.data.tags.items()}, "run_id": r.info.run_id}
+            for r in runs
+        ]
+    )

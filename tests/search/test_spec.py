@@ -1,0 +1,89 @@
+"""Pipelines are validated before anything runs; errors name the file and the field."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from study.spec import PipelineError, load_pipeline, parse_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GOOD = {
+    "name": "t",
+    "landscape": "teacher_student",
+    "search": {"k": {"type": "int", "low": 3, "high": 4}, "excess": {"type": "int", "low": 0, "high": 1}},
+    "derived": {"n": "k + excess"},
+    "runs_per_trial": 4,
+}
+
+
+def with_(**changes):
+    raw = {**GOOD, **changes}
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def test_every_shipped_pipeline_validates():
+    files = sorted((ROOT / "pipelines").glob("*.yaml"))
+    assert files
+    for path in files:
+        spec = load_pipeline(path)
+        assert spec.name and spec.trials >= 1
+
+
+def test_good_pipeline_resolves_derived_values():
+    spec = parse_pipeline(GOOD)
+    values = spec.resolve({"k": 4, "excess": 1})
+    assert values == {"k": 4, "excess": 1, "n": 5}
+    run = spec.run_spec(values)
+    assert run.params == {"k": 4, "n": 5}
+
+
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        (with_(landscape="nope"), "landscape: unknown landscape 'nope'"),
+        (with_(runs_per_trial=0), "runs_per_trial: must be >= 1"),
+        (with_(runs_per_trial="many"), "runs_per_trial: expected an integer"),
+        (with_(search={"k": {"type": "int", "low": "six", "high": 4}}), "search.k.low: expected an integer"),
+        (with_(search={"k": {"type": "int", "low": 5, "high": 4}}), "search.k: low (5) must be <= high (4)"),
+        (with_(search={"k": {"type": "bogus"}}), "search.k.type"),
+        (with_(objective="fun"), "objective: unknown objective 'fun'"),
+        (with_(sampler="annealing"), "sampler: unknown sampler"),
+        (with_(train={"lr": -1.0}), "train: lr must be a positive number"),
+        (with_(train={"learning_rate": 0.1}), "train: unknown field(s) ['learning_rate']"),
+        (with_(colour="blue"), "unknown top-level field(s) ['colour']"),
+        (with_(derived={"n": "k + oops"}), "unknown name 'oops'"),
+        (with_(derived={"n": "k - 10"}), "n must be >= 1"),
+        (with_(fixed={"teacher": "wavy"}), "teacher must be"),
+        (with_(name=None), "name: required"),
+    ],
+)
+def test_invalid_pipelines_name_the_field(raw, message):
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline(raw, source="p.yaml")
+    assert str(info.value).startswith("p.yaml: ")
+    assert message in str(info.value)
+
+
+def test_cli_rejects_invalid_pipeline_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(with_(runs_per_trial=-3)))
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.cli", "hunt", str(bad), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "runs_per_trial: must be >= 1" in proc.stderr and str(bad) in proc.stderr
+    assert not out.exists()
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [unclosed")
+    proc = subprocess.run(
+        [sys.executable, "-m", "study.cli", "hunt", str(broken)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 2 and "not valid YAML" in proc.stderr
