@@ -124,7 +124,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "trainer":
         return bench_trainer.main(
             k=args.k,
-            runs=args.runs,
+            runs=args.runs or 256,
             serial_runs=args.serial_runs,
             scaling=args.scaling,
             device=args.device,
@@ -137,11 +137,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _add_hunt_commands(sub: argparse._SubParsersAction) -> None:
-    try:
-        from study.cli_hunt import add_commands
-    except ImportError:  # pragma: no cover - the hunt commands ship with the package
-        return
-    add_commands(sub)
+    """Commands that live in their own modules: hunt, report, submit/jobs/logs."""
+    import importlib
+
+    for module in ("study.cli_hunt", "study.cli_report", "study.cli_cluster"):
+        try:
+            add = importlib.import_module(module).add_commands
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        add(sub)
 
 
 def build_parser() -> argparse.ArgumentParser:

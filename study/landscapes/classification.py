@@ -242,7 +242,7 @@ class Classification(Landscape):
         x = (x - mean.to(x.dtype)) / std.to(x.dtype)
         return torch.func.functional_call(self.module, self.unflatten(theta), (x,))
 
-    def _example_loss(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
+    def _batch_loss(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
         """Mean cross-entropy of one replica on a batch, ``(P,), (B, ...), (B,) -> ()``."""
         return cross_entropy(self.forward(theta, x), y)
 
@@ -256,8 +256,8 @@ class Classification(Landscape):
         n = x.shape[0]
         loss = torch.zeros(theta.shape[0], dtype=theta.dtype, device=theta.device)
         grad = torch.zeros_like(theta)
-        value_fn = torch.func.vmap(self._example_loss, in_dims=(0, None, None))
-        grad_fn = torch.func.vmap(torch.func.grad_and_value(self._example_loss), in_dims=(0, None, None))
+        value_fn = torch.func.vmap(self._batch_loss, in_dims=(0, None, None))
+        grad_fn = torch.func.vmap(torch.func.grad_and_value(self._batch_loss), in_dims=(0, None, None))
         for start in range(0, n, _EVAL_CHUNK):
             xb, yb = x[start : start + _EVAL_CHUNK], y[start : start + _EVAL_CHUNK]
             weight = xb.shape[0] / n
@@ -417,7 +417,7 @@ class Classification(Landscape):
         R, _ = theta.shape
         M, B = phase.size, c.batch_size
         gens = [_stream_generator(seed, phase.stream) for seed in seeds]
-        step_fn = torch.func.vmap(torch.func.grad_and_value(self._example_loss))
+        step_fn = torch.func.vmap(torch.func.grad_and_value(self._batch_loss))
         active = torch.ones(R, dtype=torch.bool, device=theta.device)
         diverged = torch.zeros_like(active)
         epochs = torch.zeros(R, dtype=torch.long, device=theta.device)
@@ -598,7 +598,8 @@ def baseline_gap(frame_adv: pd.DataFrame, frame_clean: pd.DataFrame) -> pd.DataF
     gap = mean(test_acc | clean) - mean(test_acc | adversarial), with standard error
     sqrt(s_a^2/n_a + s_c^2/n_c); positive means the adversarial global minima generalize worse. Only
     runs that reached a global minimum (zero training error) count; ``paired_gap`` averages per-seed
-    differences over seeds present in both frames (NaN when none).
+    differences over seeds present in both frames (NaN when none); ``gap_all_runs`` counts every run,
+    reached or not.
     """
 
     def reached(frame: pd.DataFrame) -> pd.DataFrame:
@@ -625,6 +626,7 @@ def baseline_gap(frame_adv: pd.DataFrame, frame_clean: pd.DataFrame) -> pd.DataF
             "gap": [mean_c - mean_a],
             "gap_se": [math.sqrt(var_a / n_a + var_c / n_c) if n_a > 1 and n_c > 1 else math.nan],
             "paired_gap": [(paired["clean"] - paired["adv"]).mean() if len(paired) else math.nan],
+            "gap_all_runs": [frame_clean["test_acc"].mean() - frame_adv["test_acc"].mean()],
             "phase1_train_acc": [frame_adv["phase1_train_acc"].mean()],
         }
     )

@@ -7,6 +7,7 @@ do not depend on which chunk a run is computed in.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -137,6 +138,15 @@ def train(
 
     if config.newton_polish:
         theta, steps, converged = _newton_polish(landscape, theta, steps, converged, diverged, config)
+        # where Newton stalls (nearly singular Hessians), plain descent finishes the remaining budget
+        stalled = torch.nonzero(~converged & ~diverged & (steps < config.max_steps)).squeeze(-1)
+        if stalled.numel() > 0:
+            rest = dataclasses.replace(config, newton_polish=False,
+                                       max_steps=config.max_steps - int(steps[stalled].min()))
+            tail = train(landscape, theta[stalled], rest)
+            theta[stalled] = tail.theta
+            steps[stalled] += tail.steps
+            converged[stalled] = tail.converged
     total += steps
     return TrainResult(
         theta=theta,

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 from study.runs import run_replicas
 from study.search.driver import HuntOptions, run_hunt, trial_seeds
 from study.search.samplers import make_storage
-from study.spec import parse_pipeline
+from study.spec import PipelineError, parse_pipeline
 from study.tracking.mlflow_sink import HuntTracker, default_tracking_uri
 
 PIPELINE = {
@@ -121,7 +121,7 @@ def test_failed_trial_is_told_fail_and_the_hunt_goes_on(tmp_path, ray_local):
         "search": {"k": {"type": "int", "low": 3, "high": 5}},
         "derived": {"n": "k", "d": "k - (k == 4)"},
     }
-    with pytest.raises(Exception):
+    with pytest.raises(PipelineError, match="unsupported syntax"):
         parse_pipeline(raw)  # '==' is not allowed in expressions
     raw["derived"] = {"n": "k", "d": "k - max(0, 1 - (k - 4) * (k - 4))"}  # d = k - 1 only at k = 4
     spec = parse_pipeline(raw)
