@@ -7,8 +7,10 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 export OPTUNA_DISABLE_TELEMETRY := 1
+# PostgreSQL for the `postgres` tests (started by `make services`; they skip when it is down)
+export MINIMA_HUNT_TEST_PG ?= postgresql+psycopg2://minima:minima@127.0.0.1:55432
 
-.PHONY: install run test lint typecheck pytest slow bench clean
+.PHONY: install run test lint typecheck pytest slow bench services clean
 
 install: $(STAMP)
 
@@ -39,6 +41,11 @@ slow: install
 
 bench: install
 	$(BIN)/study bench trainer
+
+# PostgreSQL on 127.0.0.1:55432 (installed with apt-get if missing), role minima/minima,
+# databases optuna_test and mlflow_test. Idempotent; stop with `infra/postgres/start-local.sh stop`.
+services:
+	infra/postgres/start-local.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -25,7 +25,7 @@ from study.training.gd import TrainConfig
 OBJECTIVES = {
     # name: (direction, what it measures)
     "spurious_rate": ("maximize", "fraction of runs ending at a certified spurious minimum"),
-    "uncertified_spurious_rate": ("maximize", "fraction of runs classified spurious_minimum"),
+    "classified_spurious_rate": ("maximize", "fraction of runs classified spurious_minimum"),
     "max_gap": ("maximize", "largest loss gap to L* among certified spurious minima (0 if none)"),
     "overparameterization": ("maximize", "n - k, the student's excess width"),
     "non_global_rate": ("maximize", "fraction of runs not ending at a global minimum"),

@@ -15,6 +15,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -342,13 +343,11 @@ class TeacherStudent(Landscape):
         return out
 
     def symmetry_canonical_form(self, theta: Tensor) -> Tensor:
-        """Sort student neurons lexicographically (the loss is invariant to permuting them)."""
-        W = self.weights(theta)
-        keys = W.flip(-1)  # sort by the first coordinate last
-        order = torch.zeros(W.shape[:2], dtype=torch.long, device=W.device)
-        order[:] = torch.arange(W.shape[1], device=W.device)
-        for col in range(keys.shape[-1]):
-            vals = torch.gather(keys[..., col], 1, order)
-            perm = torch.sort(vals, dim=1, stable=True).indices
-            order = torch.gather(order, 1, perm)
-        return torch.gather(W, 1, order.unsqueeze(-1).expand_as(W)).reshape(theta.shape)
+        """Rows (students) and, for V = I, columns (coordinates with teachers) ordered by colour
+        refinement; see :func:`study.diagnostics.families.canonical_form` for what is guaranteed."""
+        from study.diagnostics.families import canonical_form
+
+        W = self.weights(theta).detach().cpu().numpy()  # (R, n, d)
+        identity = self.cfg.teacher == "identity"
+        forms = [canonical_form(w, identity_teacher=identity, k=self.cfg.k).matrix for w in W]
+        return torch.as_tensor(np.stack(forms), dtype=theta.dtype, device=theta.device).reshape(theta.shape)

@@ -15,7 +15,7 @@ def objective_value(name: str, frame: pd.DataFrame, values: dict[str, Any]) -> f
     """The named objective (see ``study.spec.OBJECTIVES``) for one trial."""
     if name == "spurious_rate":
         return float(len(_certified_spurious(frame)) / max(1, len(frame)))
-    if name == "uncertified_spurious_rate":
+    if name == "classified_spurious_rate":
         return float((frame["critical_point"] == "spurious_minimum").mean())
     if name == "max_gap":
         gaps = _certified_spurious(frame)["loss_gap"]

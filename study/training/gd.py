@@ -141,8 +141,9 @@ def train(
         # where Newton stalls (nearly singular Hessians), plain descent finishes the remaining budget
         stalled = torch.nonzero(~converged & ~diverged & (steps < config.max_steps)).squeeze(-1)
         if stalled.numel() > 0:
-            rest = dataclasses.replace(config, newton_polish=False,
-                                       max_steps=config.max_steps - int(steps[stalled].min()))
+            rest = dataclasses.replace(
+                config, newton_polish=False, max_steps=config.max_steps - int(steps[stalled].min())
+            )
             tail = train(landscape, theta[stalled], rest)
             theta[stalled] = tail.theta
             steps[stalled] += tail.steps
