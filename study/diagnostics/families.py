@@ -35,6 +35,11 @@ import numpy as np
 import pandas as pd
 
 DEFAULT_TOL = 1e-6
+FAMILY_COLUMNS = (
+    "family", "key", "k", "n", "loss", "loss_spread", "runs", "lambda_min", "lambda_max",
+    "eig_median", "n_large", "representative", "seed", "isotropy_rows", "row_cells",
+    "canonical_exact", "canonical_consistent",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -278,9 +283,4 @@ def spurious_families(
                 "canonical_consistent": consistent,
             }
         )
-    columns = [
-        "family", "key", "k", "n", "loss", "loss_spread", "runs", "lambda_min", "lambda_max",
-        "eig_median", "n_large", "representative", "seed", "isotropy_rows", "row_cells",
-        "canonical_exact", "canonical_consistent",
-    ]  # fmt: skip
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=list(FAMILY_COLUMNS))

@@ -20,6 +20,7 @@ import numpy as np
 import optuna
 import pandas as pd
 
+from study.diagnostics.critical import CLASSES
 from study.dispatch import ray_pool
 from study.progress import progress_bar
 from study.runs import RunBatch, RunSpec
@@ -297,7 +298,14 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
         if t.state == optuna.trial.TrialState.FAIL:
             row["fail_reason"] = t.user_attrs.get("fail_reason", "")
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    present = [c for c in CLASSES if c in table.columns]
+    if present:  # class counts in a fixed order, 0 where a trial had none
+        table[present] = table[present].fillna(0).astype(int)
+        rest = [c for c in table.columns if c not in present]
+        at = rest.index("runs") + 1 if "runs" in rest else len(rest)
+        table = table[rest[:at] + present + rest[at:]]
+    return table
 
 
 def collect_runs(out: Path) -> pd.DataFrame:

@@ -246,7 +246,8 @@ class HuntTracker:
         }
 
     def _bulk_sql(self, records: list[Any], now: int) -> None:
-        """Insert runs, tags, params, metrics and latest metrics in one transaction (MLflow's models)."""
+        """Insert runs, tags, params, metrics and latest metrics in one transaction: SQLAlchemy Core
+        inserts into the tables of MLflow's own store models (what ``log_batch`` writes, in bulk)."""
         from mlflow.store.tracking.dbmodels.models import (
             SqlLatestMetric,
             SqlMetric,
@@ -254,62 +255,82 @@ class HuntTracker:
             SqlRun,
             SqlTag,
         )
-        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
         store = self._sql_store
         assert store is not None
-        experiment = self.client.get_experiment(self.experiment_id)
-        objects: list[Any] = []
+        location = self.client.get_experiment(self.experiment_id).artifact_location
+        runs, tags_rows, params_rows, metric_rows, latest_rows = [], [], [], [], []
         for _key, tags, params, metrics, curve, _i, _d in records:
             run_id = uuid.uuid4().hex
-            name = tags["mlflow.runName"]
-            run = SqlRun(
-                name=name,
-                artifact_uri=f"{experiment.artifact_location}/{run_id}/artifacts",
-                run_uuid=run_id,
-                experiment_id=int(self.experiment_id),
-                source_type="UNKNOWN",
-                source_name="",
-                entry_point_name="",
-                user_id="minima-hunt",
-                status=RunStatus.to_string(RunStatus.FINISHED),
-                start_time=now,
-                end_time=now,
-                deleted_time=None,
-                source_version="",
-                lifecycle_stage="active",
+            runs.append(
+                {
+                    "run_uuid": run_id,
+                    "name": tags["mlflow.runName"],
+                    "source_type": "UNKNOWN",
+                    "source_name": "",
+                    "entry_point_name": "",
+                    "user_id": "minima-hunt",
+                    "status": RunStatus.to_string(RunStatus.FINISHED),
+                    "start_time": now,
+                    "end_time": now,
+                    "deleted_time": None,
+                    "source_version": "",
+                    "lifecycle_stage": "active",
+                    "artifact_uri": f"{location}/{run_id}/artifacts",
+                    "experiment_id": int(self.experiment_id),
+                }
             )
-            run.tags = [SqlTag(key=k, value=v) for k, v in tags.items() if k != MLFLOW_RUN_NAME] + [
-                SqlTag(key=MLFLOW_RUN_NAME, value=name)
-            ]
-            objects.append(run)
-            objects.extend(SqlParam(key=k, value=str(v)[:6000], run_uuid=run_id) for k, v in params.items())
+            tags_rows.extend({"key": k, "value": v, "run_uuid": run_id} for k, v in tags.items())
+            params_rows.extend(
+                {"key": k, "value": str(v)[:6000], "run_uuid": run_id} for k, v in params.items()
+            )
             for k, v in metrics.items():
                 if v is None:
                     continue
                 is_nan = math.isnan(v)
-                value = 0.0 if is_nan else v
-                objects.append(
-                    SqlMetric(key=k, value=value, timestamp=now, step=0, is_nan=is_nan, run_uuid=run_id)
-                )
-                objects.append(
-                    SqlLatestMetric(key=k, value=value, timestamp=now, step=0, is_nan=is_nan, run_uuid=run_id)
-                )
-            for step, v in curve:
-                objects.append(
-                    SqlMetric(
-                        key="loss_curve", value=v, timestamp=now, step=step, is_nan=False, run_uuid=run_id
-                    )
-                )
+                row = {
+                    "key": k,
+                    "value": 0.0 if is_nan else v,
+                    "timestamp": now,
+                    "step": 0,
+                    "is_nan": is_nan,
+                    "run_uuid": run_id,
+                }
+                metric_rows.append(row)
+                latest_rows.append(row)
+            metric_rows.extend(
+                {
+                    "key": "loss_curve",
+                    "value": v,
+                    "timestamp": now,
+                    "step": step,
+                    "is_nan": False,
+                    "run_uuid": run_id,
+                }
+                for step, v in curve
+            )
             if curve:
                 step, v = curve[-1]
-                objects.append(
-                    SqlLatestMetric(
-                        key="loss_curve", value=v, timestamp=now, step=step, is_nan=False, run_uuid=run_id
-                    )
+                latest_rows.append(
+                    {
+                        "key": "loss_curve",
+                        "value": v,
+                        "timestamp": now,
+                        "step": step,
+                        "is_nan": False,
+                        "run_uuid": run_id,
+                    }
                 )
         with store.ManagedSessionMaker(read_only=False) as session:
-            session.add_all(objects)
+            for model, rows in (
+                (SqlRun, runs),
+                (SqlTag, tags_rows),
+                (SqlParam, params_rows),
+                (SqlMetric, metric_rows),
+                (SqlLatestMetric, latest_rows),
+            ):
+                if rows:
+                    session.execute(model.__table__.insert(), rows)
 
     def _log_counterexample_artifacts(self, records: list[Any], batch: RunBatch) -> None:
         chosen = [

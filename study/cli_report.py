@@ -1,0 +1,57 @@
+"""`study report`: the study report of a hunt folder (a thin layer over study.reports.report)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from study.errors import UsageError
+
+
+def hunt_folder(target: str) -> Path:
+    """A hunt output folder, or a pipeline name looked up as runs/<name>; UsageError if neither."""
+    path = Path(target)
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise UsageError(f"not a hunt folder: {path}")
+    named = Path("runs") / target
+    if named.is_dir():
+        return named
+    if len(path.parts) > 1:
+        raise UsageError(f"hunt folder not found: {path}")
+    raise UsageError(f"no hunt folder {path} and no runs/{target} for a pipeline named {target!r}")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from study.reports.report import build_report, log_report
+
+    out = hunt_folder(args.target)
+    try:
+        report = build_report(out)
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    print(report.markdown)
+    print("files written:")
+    for path in report.files:
+        print(f"  {path}")
+    if not args.no_mlflow:
+        tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        try:
+            run_id = log_report(report, tracking_uri=tracking_uri)
+        except LookupError as exc:
+            print(f"study: report not logged to MLflow: {exc}", file=sys.stderr)
+        else:
+            print(f"logged to MLflow run {run_id} under report/")
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("report", help="write a hunt's study report (tables, families, plots) and log it")
+    p.add_argument("target", help="a hunt output folder, or a pipeline name (looked up as runs/<name>)")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: OUT/mlflow.db)")
+    p.add_argument("--no-mlflow", action="store_true", help="write the report files only")
+    p.set_defaults(func=cmd_report)

@@ -1,0 +1,103 @@
+"""Reading a hunt folder: ``runs.csv`` (one row per training run) and ``trials/trial-XXXXX.npz`` arrays."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CLASSES = ("global_minimum", "spurious_minimum", "saddle", "degenerate", "not_converged", "diverged")
+WIDTH_COLUMNS = ("param_n", "param_width", "param_hidden", "param_d1", "param_widths")
+
+
+@dataclass(frozen=True)
+class HuntFolder:
+    """A hunt's runs and arrays. ``runs`` gains ``array_file`` and ``array_row`` (-1: no arrays)."""
+
+    out: Path
+    name: str
+    landscape: str
+    runs: pd.DataFrame
+    arrays: dict[str, dict[str, np.ndarray]]  # npz stem -> {"theta": (R, P), "eigenvalues": (R, P), ...}
+
+    @property
+    def param_columns(self) -> list[str]:
+        return [c for c in self.runs.columns if c.startswith("param_")]
+
+    def stacked(self, rows: pd.DataFrame, key: str) -> np.ndarray | None:
+        """``arrays[key]`` for ``rows`` in their order, ``(len(rows), P)``; None if any is missing or
+        the widths differ."""
+        parts = []
+        for file, row in zip(rows["array_file"], rows["array_row"], strict=True):
+            if row < 0 or key not in self.arrays.get(file, {}):
+                return None
+            parts.append(self.arrays[file][key][row])
+        if not parts or len({p.shape for p in parts}) != 1:
+            return None
+        return np.stack(parts)
+
+
+def guess_landscape(runs: pd.DataFrame) -> str:
+    """The landscape from the columns it writes (runs.csv does not name it)."""
+    if "test_acc" in runs.columns:
+        return "classification"
+    if "hyp_orthonormal_teacher" in runs.columns:
+        return "teacher_student"
+    if "hyp_n_le_d0_d1" in runs.columns:
+        return "piecewise_linear"
+    if "hyp_x_full_row_rank" in runs.columns:
+        return "deep_linear"
+    return "unknown"
+
+
+def hunt_name(out: Path) -> str:
+    """The hunt's name: the Optuna study in ``out/optuna.db`` when there is exactly one, else the folder."""
+    db = out / "optuna.db"
+    if db.is_file():
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                names = [row[0] for row in conn.execute("SELECT study_name FROM studies")]
+        except sqlite3.Error:
+            names = []
+        if len(names) == 1:
+            return str(names[0])
+    return out.resolve().name
+
+
+def load_hunt(out: Path) -> HuntFolder:
+    """Read ``out/runs.csv`` and the per-trial npz files; FileNotFoundError names what is missing."""
+    out = Path(out)
+    if not out.is_dir():
+        raise FileNotFoundError(f"hunt folder not found: {out}")
+    csv = out / "runs.csv"
+    if not csv.is_file():
+        raise FileNotFoundError(f"no runs.csv in {out} (has the hunt finished a trial?)")
+    try:
+        runs = pd.read_csv(csv)
+    except pd.errors.EmptyDataError:
+        runs = pd.DataFrame()
+    if len(runs) and not {"critical_point", "seed"} <= set(runs.columns):
+        raise ValueError(f"{csv} lacks the columns critical_point and seed")
+    arrays: dict[str, dict[str, np.ndarray]] = {}
+    files: list[str] = []
+    rows: list[int] = []
+    index: dict[str, dict[int, int]] = {}
+    for seed_base, seed in zip(
+        runs.get("seed_base", pd.Series(-1, index=runs.index)), runs.get("seed", runs.index), strict=True
+    ):
+        stem = f"trial-{int(seed_base):05d}"
+        if stem not in index:
+            path = out / "trials" / f"{stem}.npz"
+            if path.is_file():
+                with np.load(path, allow_pickle=False) as data:
+                    arrays[stem] = {key: data[key] for key in data.files}
+                index[stem] = {int(s): i for i, s in enumerate(arrays[stem].get("seed", []))}
+            else:
+                index[stem] = {}
+        files.append(stem)
+        rows.append(index[stem].get(int(seed), -1))
+    runs = runs.assign(array_file=files, array_row=rows)
+    return HuntFolder(out=out, name=hunt_name(out), landscape=guess_landscape(runs), runs=runs, arrays=arrays)
