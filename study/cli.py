@@ -128,6 +128,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             serial_runs=args.serial_runs,
             scaling=args.scaling,
             device=args.device,
+            threads=args.threads,
         )
     if args.what == "tracking":
         from study.bench import tracking as bench_tracking
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scaling", default="6,10,14,20", help="k values for the cost-per-run curve")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: per-core comparison)")
     p.set_defaults(func=cmd_bench)
 
     _add_hunt_commands(sub)

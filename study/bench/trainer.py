@@ -43,7 +43,9 @@ def main(
     serial_runs: int = 32,
     scaling: str = "6,10,14,20",
     device: str = "cpu",
+    threads: int = 1,
 ) -> int:
+    torch.set_num_threads(threads)
     dev = torch.device(device)
     config = TrainConfig()
     landscape = TeacherStudent(TeacherStudentConfig(k=k, n=k), device=dev)

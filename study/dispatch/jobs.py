@@ -142,7 +142,7 @@ def auth_headers() -> dict[str, str]:
     if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
         return {}
     try:
-        from ray._raylet import AuthenticationTokenLoader
+        from ray._raylet import AuthenticationTokenLoader  # type: ignore[attr-defined]
     except ImportError:  # a Ray without token authentication
         return {}
     loader = AuthenticationTokenLoader.instance()

@@ -109,21 +109,28 @@ def population_grad(W: Tensor, V: Tensor) -> Tensor:
     """grad_{w_i} F = sum_j g(w_i, w_j) - sum_j g(w_i, v_j), ``(R, n, d)``.
 
     g(w, v) = (|v| sin t w/|w| + (pi - t) v) / (2 pi); the j = i term gives the self term w_i / 2.
+    Angles come from c = u.s (one batched matmul) as arccos(c) where |c| <= 0.9 (error below
+    1e-14 there); nearly parallel or anti-parallel pairs are recomputed exactly as
+    t = 2 atan2(|u - s|, |u + s|), sin t = |u - s||u + s| / 2.
     """
-
     n = W.shape[1]
     partners = torch.cat([W, V], dim=1)  # (R, n + k, d): students, then teachers
     norm_w = W.norm(dim=-1, keepdim=True).clamp_min(_TINY)  # (R, n, 1)
     norm_p = partners.norm(dim=-1, keepdim=True).clamp_min(_TINY)  # (R, n + k, 1)
     unit_w = W / norm_w
     unit_p = partners / norm_p
-    mode = "donot_use_mm_for_euclid_dist"
-    diff = torch.cdist(unit_w, unit_p, compute_mode=mode)  # (R, n, n + k)
-    summ = torch.cdist(unit_w, unit_p.neg(), compute_mode=mode)
-    angle = torch.atan2(diff, summ).mul_(2.0)
+    cos = (unit_w @ unit_p.transpose(1, 2)).clamp_(-1.0, 1.0)  # (R, n, n + k)
+    angle = torch.arccos(cos)
+    sin = (1.0 - cos * cos).clamp_(min=0.0).sqrt_()
+    r, i, j = torch.nonzero(cos.abs_() > 0.9, as_tuple=True)  # includes every self pair
+    if r.numel() > 0:
+        a, b = unit_w[r, i], unit_p[r, j]  # (E, d)
+        minus, plus = (a - b).norm(dim=-1), (a + b).norm(dim=-1)
+        angle[r, i, j] = 2.0 * torch.atan2(minus, plus)
+        sin[r, i, j] = 0.5 * minus * plus
     sign = torch.ones(partners.shape[1], 1, dtype=W.dtype, device=W.device)
     sign[n:] = -1.0  # teacher terms enter with a minus sign
-    radial = torch.sin(angle) @ (sign * norm_p)  # (R, n, 1)
+    radial = sin @ (sign * norm_p)  # (R, n, 1)
     linear = angle.neg_().add_(math.pi) @ (sign * partners)  # (R, n, d)
     return linear.addcmul_(radial, unit_w).div_(TWO_PI)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-CLASSES = ("global_minimum", "spurious_minimum", "saddle", "degenerate", "not_converged", "diverged")
+ARRAY_KEYS = ("theta", "eigenvalues", "seed")  # what reports read (not inits or loss curves)
 WIDTH_COLUMNS = ("param_n", "param_width", "param_hidden", "param_d1", "param_widths")
 
 
@@ -21,7 +21,7 @@ class HuntFolder:
     name: str
     landscape: str
     runs: pd.DataFrame
-    arrays: dict[str, dict[str, np.ndarray]]  # npz stem -> {"theta": (R, P), "eigenvalues": (R, P), ...}
+    arrays: dict[str, dict[str, np.ndarray]]  # npz stem -> {"theta": (R, P), "eigenvalues": (R, P), "seed"}
 
     @property
     def param_columns(self) -> list[str]:
@@ -93,7 +93,7 @@ def load_hunt(out: Path) -> HuntFolder:
             path = out / "trials" / f"{stem}.npz"
             if path.is_file():
                 with np.load(path, allow_pickle=False) as data:
-                    arrays[stem] = {key: data[key] for key in data.files}
+                    arrays[stem] = {key: data[key] for key in ARRAY_KEYS if key in data.files}
                 index[stem] = {int(s): i for i, s in enumerate(arrays[stem].get("seed", []))}
             else:
                 index[stem] = {}

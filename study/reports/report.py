@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from study.diagnostics.critical import CLASSES
 from study.diagnostics.families import FAMILY_COLUMNS
 from study.reports import plots
-from study.reports.hunt import CLASSES, HuntFolder, load_hunt
+from study.reports.hunt import HuntFolder, load_hunt
 from study.reports.tables import (
     baseline_gaps,
     basin_table,

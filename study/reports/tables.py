@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from study.reports.hunt import CLASSES, WIDTH_COLUMNS, HuntFolder
+from study.diagnostics.critical import CLASSES
+from study.reports.hunt import WIDTH_COLUMNS, HuntFolder
 
 
 def binomial_interval(successes: int, trials: int, *, confidence: float = 0.95) -> tuple[float, float]:

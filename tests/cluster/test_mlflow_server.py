@@ -1,0 +1,134 @@
+"""A hunt tracked through a real MLflow server (backend store in PostgreSQL): the tracker's HTTP path
+logs one run per training run, read back through the REST API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from study.search.driver import HuntOptions, run_hunt
+from study.spec import parse_pipeline
+from tests.cluster.conftest import free_port, tiny_pipeline
+
+
+def _get(url: str, timeout: float = 5.0) -> bytes:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return bytes(response.read())
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return dict(json.loads(response.read()))
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, pg_url):
+    """`mlflow server` on 127.0.0.1:<free port>, one worker, backend store in PostgreSQL."""
+    port = free_port()
+    log = open(tmp_path / "mlflow-server.log", "w")  # noqa: SIM115 - closed below
+    command = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"{pg_url}/mlflow_test",
+        "--artifacts-destination",
+        str(tmp_path / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--allowed-hosts",
+        f"127.0.0.1:{port},localhost:{port}",
+    ]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120  # the first start migrates an empty database
+        while True:
+            try:
+                if _get(f"{url}/health", timeout=2).strip() == b"OK":
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow server did not come up:\n{(tmp_path / 'mlflow-server.log').read_text()}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        # the server and its workers share the process group it was started in
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+        log.close()
+
+
+@pytest.mark.postgres
+def test_hunt_through_a_tracking_server_logs_one_run_per_training_run(tmp_path, mlflow_server, ray_local):
+    spec = parse_pipeline(tiny_pipeline("http_hunt"))
+    out = tmp_path / "hunt"
+    table = run_hunt(spec, HuntOptions(out=out, tracking_uri=mlflow_server, progress=False))
+    assert list(table["state"]) == ["COMPLETE"] * 2
+
+    api = f"{mlflow_server}/api/2.0/mlflow"
+    experiment = json.loads(_get(f"{api}/experiments/get-by-name?experiment_name={spec.name}"))
+    experiment_id = experiment["experiment"]["experiment_id"]
+    found = _post(
+        f"{api}/runs/search",
+        {
+            "experiment_ids": [experiment_id],
+            "filter": "tags.`minima_hunt.kind` = 'run'",
+            "max_results": 1000,
+        },
+    )
+    runs = found.get("runs", [])
+    csv = pd.read_csv(out / "runs.csv")
+    assert len(runs) == len(csv) == 2 * spec.runs_per_trial
+
+    seeds = []
+    for run in runs:
+        metrics = {m["key"]: m["value"] for m in run["data"].get("metrics", [])}
+        tags = {t["key"]: t["value"] for t in run["data"].get("tags", [])}
+        params = {p["key"]: p["value"] for p in run["data"].get("params", [])}
+        for metric in ("loss", "loss_gap", "grad_norm", "lambda_min", "lambda_max", "n_negative", "steps"):
+            assert metric in metrics
+        assert tags["critical_point"] in (
+            "global_minimum",
+            "spurious_minimum",
+            "saddle",
+            "degenerate",
+            "not_converged",
+            "diverged",
+        )
+        assert tags["certified"] in ("true", "false")
+        assert run["info"]["status"] == "FINISHED"
+        seeds.append(int(params["seed"]))
+    assert sorted(seeds) == sorted(csv["seed"])  # one run per training run, none twice
+
+    # the hunt's parent run and one run per trial, too
+    kinds = _post(
+        f"{api}/runs/search",
+        {"experiment_ids": [experiment_id], "filter": "tags.`minima_hunt.kind` != 'run'", "max_results": 100},
+    )
+    counts = pd.Series(
+        [t["value"] for r in kinds["runs"] for t in r["data"]["tags"] if t["key"] == "minima_hunt.kind"]
+    )
+    assert counts.value_counts().to_dict() == {"trial": 2, "hunt": 1}

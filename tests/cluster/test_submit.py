@@ -1,0 +1,211 @@
+"""`study submit / jobs / logs` against a real Ray head (its own temp dir, ports and token), and the job
+definition they send."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from study.dispatch.jobs import EXCLUDES, PIPELINE_ENV, TELEMETRY_OFF, hunt_job, project_root
+from tests.cluster.conftest import free_port, tiny_pipeline
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDY = [sys.executable, "-m", "study.cli"]
+
+
+def study_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*STUDY, *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+
+
+# ---- the job definition ---------------------------------------------------------------------------
+def test_hunt_job_carries_the_project_the_pipeline_text_and_the_stores(tmp_path):
+    text = (
+        "name: odd\n# quotes ' \" and $HOME and `ls` and \\n stay as they are\nlandscape: teacher_student\n"
+    )
+    job = hunt_job(
+        "odd",
+        text,
+        working_dir=project_root(),
+        tracking_uri="http://mlflow:5000",
+        storage="postgresql+psycopg2://o:o@postgres:5432/optuna",
+        trials=3,
+        runs_per_trial=5,
+    )
+    assert project_root() == ROOT
+    env = job.runtime_env["env_vars"]
+    assert job.runtime_env["working_dir"] == str(ROOT)
+    assert {".venv", ".git", "runs"} <= set(job.runtime_env["excludes"]) and EXCLUDES
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert env["MINIMA_HUNT_STORAGE"].startswith("postgresql+psycopg2://")
+    assert TELEMETRY_OFF.items() <= env.items() and env[PIPELINE_ENV] == text
+    assert job.submission_id.startswith("hunt-odd-")
+    folder = f"runs/jobs/{job.submission_id}"
+    prefix, hunt = job.entrypoint.split(" && python ")
+    assert hunt == (
+        f"-m study.cli hunt {folder}/odd.yaml --address auto --out {folder} --trials 3 --runs-per-trial 5"
+    )
+    # the shell part writes the pipeline text byte for byte where the hunt reads it
+    subprocess.run(["sh", "-c", prefix], cwd=tmp_path, env={**os.environ, PIPELINE_ENV: text}, check=True)
+    assert (tmp_path / folder / "odd.yaml").read_text() == text
+    # without stores the job's own defaults apply (nothing is set for them)
+    bare = hunt_job("odd", text, working_dir=ROOT)
+    assert "MLFLOW_TRACKING_URI" not in bare.runtime_env["env_vars"]
+    assert "--trials" not in bare.entrypoint
+
+
+def test_cluster_commands_fail_in_one_line_with_exit_2(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    closed = f"http://127.0.0.1:{free_port()}"
+    for args in (("jobs", "--address", closed), ("logs", "some-job", "--address", closed), ("jobs",)):
+        proc = study_cli(*args, env=env)
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("study: error: "), proc.stderr
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**tiny_pipeline("bad"), "runs_per_trial": "four"}))
+    proc = study_cli("submit", str(bad), "--address", closed, env=env)
+    assert proc.returncode == 2 and "runs_per_trial" in proc.stderr  # validated before any connection
+
+
+# ---- a real head --------------------------------------------------------------------------------
+def _processes_of(pid: int, temp_dir: str) -> list:
+    """The head's processes: descendants of `ray start --block` and anything naming its temp dir."""
+    import psutil
+
+    found = {}
+    try:
+        for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
+            found[proc.pid] = proc
+    except psutil.NoSuchProcess:
+        pass
+    for proc in psutil.process_iter(["cmdline"]):
+        if any(temp_dir in part for part in proc.info["cmdline"] or ()):
+            found[proc.pid] = proc
+    return list(found.values())
+
+
+@pytest.fixture
+def ray_head():
+    """`ray start --head --block` on 127.0.0.1 with its own ports, temp dir and auth token. Stopped by
+    signalling that process (it stops its own node) and killing what is left of it: never `ray stop`,
+    which would stop every Ray on the machine, the in-process one of other tests included."""
+    import psutil
+    from ray.job_submission import JobSubmissionClient
+
+    temp_dir = tempfile.mkdtemp(prefix="mh-ray-", dir="/tmp")  # short: Ray's socket paths must fit
+    token = secrets.token_hex(32)
+    dashboard_port = free_port()
+    env = {
+        **os.environ,
+        **TELEMETRY_OFF,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": token,
+        # the job's entrypoint runs `python`: this interpreter, as in an activated environment
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    env.pop("RAY_ADDRESS", None)
+    command = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={free_port()}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        "--num-cpus=2",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]
+    log_path = Path(temp_dir) / "ray-start.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed below
+    head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    address = f"http://127.0.0.1:{dashboard_port}"
+    headers = {"authorization": f"Bearer {token}"}
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                client = JobSubmissionClient(address, headers=headers)
+                break
+            except Exception:  # not up yet: connection refused, 5xx while the job module starts
+                if head.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"the Ray head did not come up:\n{log_path.read_text()[-5000:]}")
+                time.sleep(1)
+        yield address, client, {**env, "RAY_AUTH_MODE": "token"}
+    finally:
+        processes = _processes_of(head.pid, temp_dir)
+        head.send_signal(signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        _, alive = psutil.wait_procs(processes, timeout=10)
+        for proc in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        psutil.wait_procs(alive, timeout=10)
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.mark.timeout(300)
+def test_submit_runs_a_hunt_as_a_ray_job(tmp_path, ray_head):
+    address, client, env = ray_head
+    pipeline = tiny_pipeline("submitted", trials=1)  # --trials 2 below must win
+    path = tmp_path / "tiny.yaml"  # outside the project: its text travels with the job
+    path.write_text(yaml.safe_dump(pipeline))
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    proc = study_cli(
+        "submit", str(path), "--address", address, "--tracking-uri", tracking_uri, "--storage", storage,
+        "--trials", "2", env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    job_id = proc.stdout.strip().splitlines()[-1]
+    assert job_id.startswith(f"hunt-{pipeline['name']}-")
+
+    deadline = time.monotonic() + 180
+    status = ""
+    while time.monotonic() < deadline:
+        status = str(client.get_job_status(job_id).value)
+        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+            break
+        time.sleep(2)
+    logs = client.get_job_logs(job_id)
+    assert status == "SUCCEEDED", f"job {job_id} ended {status or 'not in time'}:\n{logs[-8000:]}"
+
+    listed = study_cli("jobs", "--address", address, env=env)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(job_id))
+    assert "SUCCEEDED" in row and "python -m study.cli hunt" in row and "--address auto" in row
+    printed = study_cli("logs", job_id, "--address", address, env=env)
+    assert printed.returncode == 0 and f"hunt {pipeline['name']}" in printed.stdout
+    unknown = study_cli("logs", "no-such-job", "--address", address, env=env)
+    assert unknown.returncode == 2 and "no job 'no-such-job'" in unknown.stderr
+
+    # the job wrote where it was told: 2 trials of 4 runs each
+    study = optuna.load_study(study_name=pipeline["name"], storage=storage)
+    assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "COMPLETE"]
+    mlflow = MlflowClient(tracking_uri=tracking_uri)
+    experiment = mlflow.get_experiment_by_name(pipeline["name"])
+    assert experiment is not None
+    runs = mlflow.search_runs([experiment.experiment_id], "tags.`minima_hunt.kind` = 'run'", max_results=100)
+    assert len(runs) == 8 and len({r.data.params["seed"] for r in runs}) == 8
+    assert all(r.data.tags["certified"] in ("true", "false") for r in runs)
