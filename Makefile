@@ -45,7 +45,7 @@ bench: install
 # PostgreSQL on 127.0.0.1:55432 (installed with apt-get if missing), role minima/minima,
 # databases optuna_test and mlflow_test. Idempotent; stop with `infra/postgres/start-local.sh stop`.
 services:
-	infra/postgres/start-local.sh
+	bash infra/postgres/start-local.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -29,14 +29,12 @@ if [[ -z "$BINDIR" ]]; then
         exit 1
     fi
     echo "installing PostgreSQL (apt-get)"
-    # the package's own cluster would listen on 5432: we run ours instead
-    if [[ ! -e /etc/postgresql-common/createcluster.conf ]]; then
-        mkdir -p /etc/postgresql-common
-        echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
-    fi
+    # the package would create (and try to start) a cluster of its own on 5432: we run ours instead
+    mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/minima-hunt.conf
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold postgresql >/dev/null
     BINDIR="$(find_bindir)"
 fi
 

@@ -104,8 +104,8 @@ def run_hunt(
         study_name=spec.name,
         storage=storage,
         sampler=make_sampler(spec),
-        directions=spec.directions,
-        load_if_exists=True,  # type: ignore[arg-type]
+        directions=spec.directions,  # type: ignore[arg-type]
+        load_if_exists=True,
     )
     study.set_user_attr("pipeline", spec.source)
     study.set_user_attr("objectives", list(spec.objective))

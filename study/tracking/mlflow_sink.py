@@ -259,7 +259,11 @@ class HuntTracker:
         store = self._sql_store
         assert store is not None
         location = self.client.get_experiment(self.experiment_id).artifact_location
-        runs, tags_rows, params_rows, metric_rows, latest_rows = [], [], [], [], []
+        runs: list[dict[str, Any]] = []
+        tags_rows: list[dict[str, Any]] = []
+        params_rows: list[dict[str, Any]] = []
+        metric_rows: list[dict[str, Any]] = []
+        latest_rows: list[dict[str, Any]] = []
         for _key, tags, params, metrics, curve, _i, _d in records:
             run_id = uuid.uuid4().hex
             runs.append(

@@ -135,3 +135,23 @@ def test_seeds_are_a_pure_function_of_the_trial():
     spec = parse_pipeline(PIPELINE)
     assert trial_seeds(spec, 3, 4) == trial_seeds(spec, 3, 4)
     assert not set(trial_seeds(spec, 3, 4)) & set(trial_seeds(spec, 4, 4))
+
+
+def test_multi_objective_hunt_on_a_journal_storage(tmp_path, ray_local):
+    """(certified spurious rate, n - k) with NSGA-II: Optuna keeps a Pareto front of both objectives."""
+    raw = {**PIPELINE, "name": "pareto", "objective": ["spurious_rate", "overparameterization"],
+           "sampler": "nsga2", "search": {"k": {"type": "int", "low": 3, "high": 4},
+                                          "excess": {"type": "int", "low": 0, "high": 2}},
+           "derived": {"n": "k + excess"}, "train": {"tol": 1.0e-6, "max_steps": 3000}}
+    spec = parse_pipeline(raw)
+    assert spec.directions == ["maximize", "maximize"]
+    journal = tmp_path / "journal.log"
+    run_hunt(spec, HuntOptions(out=tmp_path / "h", storage=f"journal://{journal}", progress=False))
+    study = optuna.load_study(study_name="pareto", storage=make_storage(f"journal://{journal}", tmp_path))
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == 2
+    for t in done:
+        assert len(t.values) == 2
+        assert t.values[1] == t.params["excess"]  # n - k
+        assert 0.0 <= t.values[0] <= 1.0
+    assert study.best_trials  # the Pareto front is defined
