@@ -116,7 +116,6 @@ def run_replicas(
         exact,
         result.theta.to(torch.float64),
         seeds=seeds,
-        converged=result.converged,
         diverged=result.diverged,
         config=spec.diagnostics,
     )

@@ -78,7 +78,6 @@ def classify(
     theta: Tensor,
     *,
     seeds: list[int],
-    converged: Tensor | None = None,
     diverged: Tensor | None = None,
     config: DiagnosticsConfig = DiagnosticsConfig(),
 ) -> tuple[pd.DataFrame, Spectrum]:

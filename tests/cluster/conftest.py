@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 
-from study.dispatch import ray_pool
 
 # `make services` starts this server (infra/postgres/start-local.sh); the URL has no database name
 PG_URL = os.environ.get("MINIMA_HUNT_TEST_PG", "postgresql+psycopg2://minima:minima@127.0.0.1:55432")
@@ -65,11 +64,3 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def ray_local():
-    """A real local Ray instance on 127.0.0.1 (2 CPUs) for the session; stopped at the end."""
-    info = ray_pool.init_ray(None, num_cpus=2)
-    yield info
-    ray_pool.shutdown()

@@ -139,10 +139,15 @@ def test_seeds_are_a_pure_function_of_the_trial():
 
 def test_multi_objective_hunt_on_a_journal_storage(tmp_path, ray_local):
     """(certified spurious rate, n - k) with NSGA-II: Optuna keeps a Pareto front of both objectives."""
-    raw = {**PIPELINE, "name": "pareto", "objective": ["spurious_rate", "overparameterization"],
-           "sampler": "nsga2", "search": {"k": {"type": "int", "low": 3, "high": 4},
-                                          "excess": {"type": "int", "low": 0, "high": 2}},
-           "derived": {"n": "k + excess"}, "train": {"tol": 1.0e-6, "max_steps": 3000}}
+    raw = {
+        **PIPELINE,
+        "name": "pareto",
+        "objective": ["spurious_rate", "overparameterization"],
+        "sampler": "nsga2",
+        "search": {"k": {"type": "int", "low": 3, "high": 4}, "excess": {"type": "int", "low": 0, "high": 2}},
+        "derived": {"n": "k + excess"},
+        "train": {"tol": 1.0e-6, "max_steps": 3000},
+    }
     spec = parse_pipeline(raw)
     assert spec.directions == ["maximize", "maximize"]
     journal = tmp_path / "journal.log"
