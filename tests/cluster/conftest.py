@@ -10,7 +10,6 @@ import uuid
 
 import pytest
 
-
 # `make services` starts this server (infra/postgres/start-local.sh); the URL has no database name
 PG_URL = os.environ.get("MINIMA_HUNT_TEST_PG", "postgresql+psycopg2://minima:minima@127.0.0.1:55432")
 
