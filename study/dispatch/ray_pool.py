@@ -35,6 +35,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Clus
             }
         }
         if address is None:
+            _loopback_only()
             ray.init(
                 num_cpus=num_cpus,
                 _node_ip_address="127.0.0.1",
@@ -51,6 +52,16 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Clus
         cpus=int(resources.get("CPU", 1)),
         gpus=float(resources.get("GPU", 0.0)),
     )
+
+
+def _loopback_only() -> None:
+    """Keep a local instance on 127.0.0.1: ``ray.init(_node_ip_address="127.0.0.1")`` alone is turned
+    into the machine's external address by Ray (``resolve_ip_for_localhost``); with cluster mode off,
+    Ray resolves the node address to the loopback and binds its servers there (as on macOS)."""
+    from ray._private import ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read by the processes Ray starts
+    ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 @ray.remote(max_retries=2)

@@ -284,8 +284,8 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: state, parameters, objective values and the class counts."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("fail_reason") == "interrupted; re-run":
-            continue
+        if t.user_attrs.get("fail_reason") == "interrupted; re-run" or not t.state.is_finished():
+            continue  # replaced by a re-run, or still to come (queued grid points)
         summary = json.loads(t.user_attrs.get("summary", "{}"))
         row: dict[str, Any] = {"trial": t.number, "state": t.state.name, **t.params}
         for i, v in enumerate(t.values or []):

@@ -113,6 +113,9 @@ def ray_head():
         **TELEMETRY_OFF,
         "RAY_AUTH_MODE": "token",
         "RAY_AUTH_TOKEN": token,
+        # Ray turns `--node-ip-address 127.0.0.1` into the machine's external address unless its
+        # cluster mode is off; off, the head's servers resolve and bind to the loopback
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         # the job's entrypoint runs `python`: this interpreter, as in an activated environment
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
