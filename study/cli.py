@@ -183,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks (ratios measured side by side)")
     p.add_argument("what", choices=["trainer", "tracking"])
     p.add_argument("--k", type=int, default=8)
-    p.add_argument("--runs", type=int, default=256)
+    p.add_argument("--runs", type=int, default=None, help="trainer: 256 runs; tracking: 64 runs per trial")
     p.add_argument(
         "--serial-runs", type=int, default=32, help="how many of the same runs to also train one at a time"
     )

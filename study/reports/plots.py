@@ -13,19 +13,16 @@ import pandas as pd  # noqa: E402
 
 
 def spectrum_plot(eigenvalues: np.ndarray, path: Path, *, title: str = "Hessian spectrum") -> Path:
-    """Sorted eigenvalues (left) and their histogram (right); cheap enough to draw per counterexample."""
+    """Sorted Hessian eigenvalues as one small figure; cheap enough to draw for every counterexample."""
     ev = np.sort(np.asarray(eigenvalues, dtype=float))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.2))
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.86, wspace=0.25)
-    ax1.plot(ev, ".", ms=4)
-    ax1.axhline(0, color="k", lw=0.6)
-    ax1.set_xlabel("index")
-    ax1.set_ylabel("eigenvalue")
-    ax2.hist(ev, bins=min(60, max(10, len(ev) // 2)))
-    ax2.set_xlabel("eigenvalue")
-    ax2.set_ylabel("count")
-    fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=100)
+    fig = plt.figure(figsize=(6, 3))
+    ax = fig.add_axes((0.1, 0.16, 0.86, 0.72))
+    ax.plot(ev, ".", ms=4)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xlabel("index (sorted)")
+    ax.set_ylabel("Hessian eigenvalue")
+    ax.set_title(title, fontsize=9)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
 

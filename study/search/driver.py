@@ -12,6 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from study.runs import RunBatch, RunSpec
 from study.search.objectives import objective_value, trial_summary
 from study.search.samplers import enqueue_grid, grid_size, make_sampler, make_storage, suggest
 from study.spec import HuntSpec
-from study.tracking.mlflow_sink import HuntTracker, default_tracking_uri
+from study.tracking.mlflow_sink import HuntTracker, NullTracker, default_tracking_uri
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -44,6 +45,7 @@ class HuntOptions:
     runs_per_trial: int | None = None
     num_cpus: int | None = None  # local Ray only
     progress: bool = True
+    tracking: bool = True  # False: log nothing to MLflow (the tracking benchmark's baseline)
 
 
 @dataclass
@@ -118,7 +120,11 @@ def run_hunt(
         target = min(target, grid_size(spec))
     remaining = max(0, target - len(_finished(study)))
 
-    tracker = HuntTracker(tracking_uri, spec.name, spec.name, artifact_root=out / "mlartifacts")
+    tracker: HuntTracker | NullTracker = (
+        HuntTracker(tracking_uri, spec.name, spec.name, artifact_root=out / "mlartifacts")
+        if options.tracking
+        else NullTracker()
+    )
     tracker.start_hunt(
         {
             "pipeline": spec.source,
@@ -151,6 +157,21 @@ def run_hunt(
     if recovered:
         bar.write(f"resuming: {recovered} interrupted trial(s) will be re-run with their seeds")
     status = "FINISHED"
+    # Finished trials are logged and told on one background thread, in order, while the workers
+    # compute the next ones; a trial is told to Optuna only after its runs are in MLflow.
+    finisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trial")
+    finishing: list[Future[tuple[int, dict[str, Any]]]] = []
+
+    def harvest(wait: bool) -> None:
+        nonlocal counterexamples, finished_now
+        for future in [f for f in finishing if wait or f.done()]:
+            finishing.remove(future)
+            found, row = future.result()
+            counterexamples += found
+            finished_now += 1
+            if on_trial is not None:
+                on_trial(row)
+
     try:
         while to_ask > 0 or inflight:
             while to_ask > 0 and len(inflight) < max_inflight:
@@ -180,16 +201,18 @@ def run_hunt(
                 bar.update(min(spec.chunk_size, spec.runs_per_trial))
                 if len(item.done) == len(item.refs):
                     inflight.remove(item)
-                    found, row = _complete(study, spec, tracker, item, out)
-                    counterexamples += found
-                    finished_now += 1
-                    if on_trial is not None:
-                        on_trial(row)
+                    outcome = _gather(item)
+                    finishing.append(finisher.submit(_complete, study, spec, tracker, item, out, outcome))
+            harvest(wait=False)
             bar.set_postfix(trials=f"{finished_now}/{remaining}", counterexamples=counterexamples)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
+        finisher.shutdown(wait=True)  # completed trials are logged and told even when interrupted
+        if status == "FINISHED":
+            harvest(wait=True)
+            bar.set_postfix(trials=f"{finished_now}/{remaining}", counterexamples=counterexamples)
         bar.close()
         tracker.finish_hunt(status=status)
     wall = time.perf_counter() - hunt_start
@@ -208,7 +231,7 @@ def run_hunt(
     return table
 
 
-def _ask(study: optuna.Study, spec: HuntSpec, tracker: HuntTracker) -> _InFlight | None:
+def _ask(study: optuna.Study, spec: HuntSpec, tracker: HuntTracker | NullTracker) -> _InFlight | None:
     trial = study.ask()
     values: dict[str, Any] = {p.name: suggest(trial, p) for p in spec.search}
     seed_base = int(trial.user_attrs.get("seed_base", trial.number))
@@ -228,21 +251,32 @@ def _ask(study: optuna.Study, spec: HuntSpec, tracker: HuntTracker) -> _InFlight
     return item
 
 
+def _gather(item: _InFlight) -> list[RunBatch] | BaseException:
+    """A finished trial's chunk results, or the exception of the first chunk that failed."""
+    try:
+        return [ray_pool.ray.get(ref) for ref in item.refs]
+    except Exception as exc:  # a failed chunk fails the trial, not the hunt
+        return exc
+
+
 def _complete(
-    study: optuna.Study, spec: HuntSpec, tracker: HuntTracker, item: _InFlight, out: Path
+    study: optuna.Study,
+    spec: HuntSpec,
+    tracker: HuntTracker | NullTracker,
+    item: _InFlight,
+    out: Path,
+    outcome: list[RunBatch] | BaseException,
 ) -> tuple[int, dict[str, Any]]:
-    """Gather a trial's chunks, log its runs, tell Optuna. Returns (certified spurious found, row)."""
+    """Log a trial's runs, write its files, tell Optuna. Returns (certified spurious found, row)."""
     trial = item.trial
     run_id = tracker.trial_run(item.seed_base, trial.number, item.values)
-    try:
-        batches: list[RunBatch] = [ray_pool.ray.get(ref) for ref in item.refs]
-    except Exception as exc:  # a failed chunk fails the trial, not the hunt
-        reason = _error_line(exc)
+    if isinstance(outcome, BaseException):
+        reason = _error_line(outcome)
         trial.set_user_attr("fail_reason", reason)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         tracker.finish_trial(run_id, metrics={}, failed=reason)
         return 0, {"number": trial.number, "state": "FAIL", "fail_reason": reason}
-    batch = RunBatch.concat(batches)
+    batch = RunBatch.concat(outcome)
     frame = batch.frame
     frame.insert(0, "trial", trial.number)
     frame.insert(1, "seed_base", item.seed_base)

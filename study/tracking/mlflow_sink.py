@@ -365,6 +365,28 @@ class HuntTracker:
                 self.client.log_artifacts(ids[key], str(folder), artifact_path="counterexample")
 
 
+class NullTracker:
+    """Logs nothing: the baseline of the tracking benchmark (same interface as HuntTracker)."""
+
+    seconds = 0.0
+    runs_logged = 0
+
+    def start_hunt(self, params: dict[str, Any]) -> str:
+        return ""
+
+    def trial_run(self, seed_base: int, trial_number: int, values: dict[str, Any]) -> str:
+        return ""
+
+    def log_runs(self, trial_run_id: str, batch: RunBatch, **kwargs: Any) -> int:
+        return 0
+
+    def finish_trial(self, run_id: str, *, metrics: dict[str, float], failed: str | None = None) -> None:
+        return None
+
+    def finish_hunt(self, *, status: str = "FINISHED") -> None:
+        return None
+
+
 def frame_of_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
     """All training runs of an experiment as a DataFrame (for reports and tests)."""
     client = MlflowClient(tracking_uri=tracking_uri)
