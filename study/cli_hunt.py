@@ -44,7 +44,16 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         f"hunt {spec.name}: {spec.landscape}, objective {', '.join(spec.objective)}, "
         f"sampler {spec.sampler}, results in {out}"
     )
-    table = run_hunt(spec, options)
+    try:
+        table = run_hunt(spec, options)
+    except ConnectionError as exc:  # Ray address not reachable
+        raise _usage_error(f"cannot reach the Ray cluster at {args.address!r}: {exc}") from None
+    except Exception as exc:  # a storage or tracking URI that does not open
+        kind = type(exc).__module__.split(".")[0]
+        if kind in ("sqlalchemy", "optuna", "mlflow", "psycopg2"):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise _usage_error(f"storage or tracking store failed ({type(exc).__name__}): {first}") from None
+        raise
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print()
         print(table.to_string(index=False) if len(table) else "no trials")

@@ -32,8 +32,7 @@ class Landscape(ABC):
     """
 
     name: ClassVar[str]
-    #: fan-in used by Xavier/He initializations (per parameter block; landscapes override init freely)
-    n_params: int
+    n_params: int  # P, the number of parameters of one replica
     device: torch.device
     dtype: torch.dtype
 

@@ -98,9 +98,8 @@ def run_hunt(
     if options.runs_per_trial is not None:
         spec = dataclasses.replace(spec, runs_per_trial=options.runs_per_trial)
     out = options.out
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "trials").mkdir(exist_ok=True)
-    storage = make_storage(options.storage, out)
+    storage = make_storage(options.storage, out)  # fails before anything is written for a bad URL
+    (out / "trials").mkdir(parents=True, exist_ok=True)
     tracking_uri = options.tracking_uri or default_tracking_uri(out)
     study = optuna.create_study(
         study_name=spec.name,

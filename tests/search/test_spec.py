@@ -87,3 +87,29 @@ def test_cli_rejects_invalid_pipeline_and_writes_nothing(tmp_path):
         [sys.executable, "-m", "study.cli", "hunt", str(broken)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2 and "not valid YAML" in proc.stderr
+
+
+def test_cli_unreachable_storage_exits_2_and_writes_nothing(tmp_path):
+    out = tmp_path / "out"
+    url = "postgresql+psycopg2://nobody:nothing@127.0.0.1:1/none"  # nothing listens on port 1
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "study.cli",
+            "hunt",
+            str(ROOT / "pipelines/quickstart.yaml"),
+            "--out",
+            str(out),
+            "--storage",
+            url,
+            "--trials",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert "storage or tracking store failed" in proc.stderr
+    assert not out.exists()
