@@ -187,13 +187,20 @@ def _newton_polish(
         return theta, steps, converged
     x = theta[rows]
     stat = landscape.stationarity(x)
+    stuck = torch.zeros_like(stat, dtype=torch.bool)  # negative curvature seen: left to descent
     for _ in range(config.newton_max_steps):
-        todo = stat > config.tol
+        todo = (stat > config.tol) & ~stuck
         if not bool(todo.any()):
             break
         H = landscape.hessian(x[todo])  # (A, P, P)
         g = landscape.grad(x[todo])
         ev, U = torch.linalg.eigh(0.5 * (H + H.transpose(-1, -2)))  # (A, P), (A, P, P)
+        # Newton converges to saddles too: where the curvature is clearly negative, hand the replica
+        # back to gradient descent (which escapes) instead of polishing it onto the saddle
+        saddle = ev[:, 0] < -1e-6 * ev.abs().amax(dim=-1)
+        if bool(saddle.any()):
+            idx_saddle = torch.nonzero(todo).squeeze(-1)[saddle]
+            stuck[idx_saddle] = True
         keep = ev.abs() > 1e-10 * ev.abs().amax(dim=-1, keepdim=True)
         inv = torch.where(keep, 1.0 / torch.where(keep, ev, torch.ones_like(ev)), torch.zeros_like(ev))
         delta = (U * inv.unsqueeze(-2)) @ (U.transpose(-1, -2) @ g.unsqueeze(-1))
@@ -201,8 +208,12 @@ def _newton_polish(
         # backtracking: the first of the steps delta, delta/2, delta/4, delta/8 that lowers the measure
         cand = x[todo] - delta
         cand_stat = landscape.stationarity(cand)
+        cand_stat[saddle] = math.inf  # never step towards a saddle
         for shrink in (0.5, 0.25, 0.125):
             worse = ~(cand_stat < stat[todo])
+            if not bool(worse.any()):
+                break
+            worse = worse & ~saddle
             if not bool(worse.any()):
                 break
             retry = x[todo][worse] - shrink * delta[worse]

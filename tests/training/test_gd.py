@@ -69,3 +69,41 @@ def test_newton_polish_reaches_tolerance_and_keeps_the_end_point():
     assert bool(polished.converged.all())
     assert int(polished.steps.sum()) < int(plain.steps.sum())
     torch.testing.assert_close(polished.theta, plain.theta, rtol=0, atol=1e-8)
+
+
+class DoubleWell:
+    """f(x, y) = x^2/2 - y^2/2 + y^4/4: a strict saddle at 0, minima at (0, +-1) with f = -1/4."""
+
+    name = "double_well"
+
+    def loss(self, theta):
+        x, y = theta[:, 0], theta[:, 1]
+        return 0.5 * x**2 - 0.5 * y**2 + 0.25 * y**4
+
+    def grad(self, theta):
+        x, y = theta[:, 0], theta[:, 1]
+        return torch.stack([x, -y + y**3], dim=-1)
+
+    def hessian(self, theta):
+        y = theta[:, 1]
+        H = torch.zeros(theta.shape[0], 2, 2, dtype=theta.dtype)
+        H[:, 0, 0] = 1.0
+        H[:, 1, 1] = -1.0 + 3 * y**2
+        return H
+
+    def stationarity(self, theta):
+        return self.grad(theta).abs().amax(dim=-1)
+
+    def stationarity_from_grad(self, theta, grad):
+        return grad.abs().amax(dim=-1)
+
+
+def test_newton_polish_never_lands_on_a_saddle():
+    """Started next to the saddle (stationarity 1e-5 < the polishing threshold), Newton alone would
+    converge onto the saddle; the trainer must hand the replica back to descent, which escapes."""
+    landscape = DoubleWell()
+    theta0 = torch.tensor([[1e-5, 1e-6], [1e-5, -1e-6]], dtype=torch.float64)
+    result = train(landscape, theta0, TrainConfig(lr=0.1, tol=1e-10, newton_polish=True))  # type: ignore[arg-type]
+    assert bool(result.converged.all())
+    torch.testing.assert_close(landscape.loss(result.theta), torch.full((2,), -0.25, dtype=torch.float64))
+    assert result.theta[0, 1] > 0.99 and result.theta[1, 1] < -0.99
