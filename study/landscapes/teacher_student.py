@@ -186,6 +186,18 @@ def population_hessian(W: Tensor, V: Tensor) -> Tensor:
     return H.permute(0, 1, 3, 2, 4).reshape(R, n * d, n * d)
 
 
+def differentiability_margins(W: Tensor) -> tuple[Tensor, Tensor]:
+    """Distance to the non-smooth set: min_{i != j} |w_i - w_j| and min_i |w_i|, ``(R,)`` each."""
+    R, n, _ = W.shape
+    if n > 1:
+        dist = torch.cdist(W, W, compute_mode="donot_use_mm_for_euclid_dist")  # (R, n, n)
+        dist = dist + torch.diag(torch.full((n,), math.inf, dtype=W.dtype, device=W.device))
+        min_dist = dist.amin(dim=(-1, -2))
+    else:
+        min_dist = torch.full((R,), math.inf, dtype=W.dtype, device=W.device)
+    return min_dist, W.norm(dim=-1).amin(dim=-1)
+
+
 class TeacherStudent(Landscape):
     """Two-layer ReLU teacher-student, population loss (SCIENCE.md L1). L* = 0."""
 
@@ -268,19 +280,13 @@ class TeacherStudent(Landscape):
     def run_diagnostics(self, theta: Tensor) -> dict[str, Any]:
         """Differentiability margin and, per student neuron, its best-aligned teacher and angle."""
         W = self.weights(theta)
-        R, n, _ = W.shape
-        norms = W.norm(dim=-1)  # (R, n)
-        if n > 1:
-            dist = torch.cdist(W, W, compute_mode="donot_use_mm_for_euclid_dist")
-            dist = dist + torch.diag(torch.full((n,), math.inf, dtype=W.dtype, device=W.device))
-            min_dist = dist.amin(dim=(-1, -2))
-        else:
-            min_dist = torch.full((R,), math.inf, dtype=W.dtype, device=W.device)
+        R = W.shape[0]
+        min_dist, min_norm = differentiability_margins(W)
         geo = pair_geometry(W, self._teacher(R, W))
         best_angle, best_teacher = geo.angle.min(dim=-1)  # (R, n)
         return {
             "min_neuron_distance": min_dist.cpu().tolist(),
-            "min_neuron_norm": norms.amin(dim=-1).cpu().tolist(),
+            "min_neuron_norm": min_norm.cpu().tolist(),
             "best_teacher": [" ".join(map(str, row)) for row in best_teacher.cpu().tolist()],
             "best_angle": [" ".join(f"{a:.4g}" for a in row) for row in best_angle.cpu().tolist()],
             "max_best_angle": best_angle.amax(dim=-1).cpu().tolist(),
@@ -323,7 +329,7 @@ class TeacherStudent(Landscape):
         (2 r < min_{i != j} |w_i - w_j| and min_i |w_i| > r). B is evaluated on a ball of radius
         min_i |w_i| / 2 and the bound is accepted only if r stays inside it."""
         W = self.weights(theta)
-        diag = self.run_diagnostics(theta)
+        min_dists, min_norms = differentiability_margins(W)
         out: list[Certificate] = []
         probe = W.norm(dim=-1).amin(dim=-1) / 2  # (R,)
         B_all = self.third_derivative_bound(theta, probe)
@@ -331,8 +337,8 @@ class TeacherStudent(Landscape):
             lam = float(lambda_lower[r_idx])
             g = float(grad_norm[r_idx])
             B = float(B_all[r_idx])
-            min_norm = float(diag["min_neuron_norm"][r_idx])
-            min_dist = float(diag["min_neuron_distance"][r_idx])
+            min_norm = float(min_norms[r_idx])
+            min_dist = float(min_dists[r_idx])
             if not math.isfinite(lam) or lam <= 0:
                 out.append(Certificate(False, math.nan, f"lambda_min lower bound {lam:.3g} <= 0"))
                 continue
