@@ -40,7 +40,7 @@ def certify_weights(
     n = W.shape[0]
     landscape = TeacherStudent(TeacherStudentConfig(k=k, n=n, d=d))
     theta = torch.as_tensor(W.astype(np.float64).reshape(1, -1))
-    frame, spectrum = classify(landscape, theta, seeds=[0], config=config)
+    frame, _ = classify(landscape, theta, seeds=[0], config=config)
     row = frame.iloc[0]
     out: dict[str, Any] = {
         "loss": float(row["loss"]),
@@ -64,5 +64,4 @@ def certify_weights(
         "n": n,
         "d": dim,
     }
-    del spectrum
     return out

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from study.diagnostics.critical import DiagnosticsConfig
+from study.landscapes.base import INIT_SCHEMES
 from study.landscapes.registry import LANDSCAPES, landscape_config
 from study.runs import DTYPES, RunSpec
 from study.training.gd import TrainConfig
@@ -378,8 +379,8 @@ def _check_corners(spec: HuntSpec) -> None:
         except (TypeError, ZeroDivisionError) as exc:
             raise PipelineError(f"derived: {exc}") from None
         run = spec.run_spec(values)
-        if run.init_scheme not in _init_schemes():
-            raise PipelineError(f"init_scheme: expected one of {_init_schemes()}, got {run.init_scheme!r}")
+        if run.init_scheme not in INIT_SCHEMES:
+            raise PipelineError(f"init_scheme: expected one of {INIT_SCHEMES}, got {run.init_scheme!r}")
         if not (run.init_scale > 0 and math.isfinite(run.init_scale)):
             raise PipelineError(f"init_scale: must be > 0, got {run.init_scale}")
         try:
@@ -389,12 +390,6 @@ def _check_corners(spec: HuntSpec) -> None:
             point = ", ".join(f"{k}={v}" for k, v in sampled.items())
             at = f" (at {point})" if point else ""
             raise PipelineError(f"{where}: {exc}{at}") from None
-
-
-def _init_schemes() -> tuple[str, ...]:
-    from study.landscapes.base import INIT_SCHEMES
-
-    return INIT_SCHEMES
 
 
 def load_pipeline(path: str | Path) -> HuntSpec:

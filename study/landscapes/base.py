@@ -33,8 +33,21 @@ class Landscape(ABC):
 
     name: ClassVar[str]
     n_params: int  # P, the number of parameters of one replica
+    cfg: Any  # the landscape's frozen configuration dataclass
     device: torch.device
     dtype: torch.dtype
+
+    def __init__(
+        self,
+        config: Any = None,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float64,
+    ) -> None:
+        """Every landscape is built as ``Landscape(config, device=..., dtype=...)`` (the registry's call)."""
+        self.cfg = config
+        self.device = torch.device(device)
+        self.dtype = dtype
 
     # ---- values -------------------------------------------------------------------------------
     @abstractmethod

@@ -185,6 +185,7 @@ class Classification(Landscape):
     """Cross-entropy of an MLP/CNN on flat parameters ``theta: (R, P)`` (SCIENCE.md L5). L* = 0."""
 
     name = "classification"
+    cfg: ClassificationConfig
 
     def __init__(
         self,
@@ -193,9 +194,7 @@ class Classification(Landscape):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self.cfg = config
-        self.device = torch.device(device)
-        self.dtype = dtype
+        super().__init__(config, device=device, dtype=dtype)
         self.module = build_module(config)
         self.param_shapes = [(name, tuple(p.shape)) for name, p in self.module.named_parameters()]
         self.n_params = sum(math.prod(shape) for _, shape in self.param_shapes)

@@ -102,6 +102,7 @@ class DeepLinear(Landscape):
     """Deep linear network on seeded data (SCIENCE.md L3); analytic batched gradient."""
 
     name = "deep_linear"
+    cfg: DeepLinearConfig
 
     def __init__(
         self,
@@ -110,9 +111,7 @@ class DeepLinear(Landscape):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self.cfg = config
-        self.device = torch.device(device)
-        self.dtype = dtype
+        super().__init__(config, device=device, dtype=dtype)
         X, Y = deep_linear_data(config)  # float64, (d0, m), (dH, m)
         self._X64, self._Y64 = X, Y
         self.X = X.to(device=self.device, dtype=dtype)

@@ -98,6 +98,7 @@ class PiecewiseLinear(Landscape):
     """Leaky-ReLU network with fixed dropout-like noise on seeded data (SCIENCE.md L2)."""
 
     name = "piecewise_linear"
+    cfg: PiecewiseLinearConfig
 
     def __init__(
         self,
@@ -106,9 +107,7 @@ class PiecewiseLinear(Landscape):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self.cfg = config
-        self.device = torch.device(device)
-        self.dtype = dtype
+        super().__init__(config, device=device, dtype=dtype)
         gen = torch.Generator().manual_seed(config.data_seed)
         X = torch.randn(config.N, config.d0, generator=gen, dtype=torch.float64)  # (N, d0)
         eps = [_noise(config, w, gen) for w in config.widths]  # [(d_l, N)]

@@ -202,6 +202,7 @@ class TeacherStudent(Landscape):
     """Two-layer ReLU teacher-student, population loss (SCIENCE.md L1). L* = 0."""
 
     name = "teacher_student"
+    cfg: TeacherStudentConfig
 
     def __init__(
         self,
@@ -210,9 +211,7 @@ class TeacherStudent(Landscape):
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float64,
     ) -> None:
-        self.cfg = config
-        self.device = torch.device(device)
-        self.dtype = dtype
+        super().__init__(config, device=device, dtype=dtype)
         self.V = teacher_matrix(config).to(device=self.device, dtype=dtype)  # (k, d)
         self.n_params = config.n * config.dim
 
@@ -302,7 +301,6 @@ class TeacherStudent(Landscape):
         the worst point of the ball (norms shrunk by the radius in denominators, grown in numerators).
         """
         W = self.weights(theta)
-        R = W.shape[0]
         r = radius.unsqueeze(-1)  # (R, 1)
         lo_w = (W.norm(dim=-1) - r).clamp_min(_TINY)  # (R, n)
         hi_w = W.norm(dim=-1) + r
@@ -318,7 +316,6 @@ class TeacherStudent(Landscape):
         ww = ww * (1 - torch.eye(W.shape[1], dtype=W.dtype, device=W.device))
         # teacher pairs (only the student varies)
         wv = c * (norm_v / lo_w.unsqueeze(-1) ** 2 + 1 / lo_w.unsqueeze(-1))  # (R, n, k)
-        del R
         return (ww.sum(-1) + wv.sum(-1)).amax(dim=-1)
 
     def certify(

@@ -9,10 +9,12 @@ MLflow's own store models; with a tracking server, through the client's batch AP
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,100 +148,89 @@ class HuntTracker:
     ) -> int:
         """Log one MLflow run per training run of a trial (skipping keys already logged); returns how
         many were written. Certified spurious minima also get weights and a spectrum plot."""
+        with self._timed():
+            already = self.logged_keys(seed_base)
+            frame = batch.frame
+            records = []
+            now = int(time.time() * 1000)
+            params_common = {
+                **config,
+                **{f"trial.{k}": v for k, v in values.items()},
+                "trial.number": trial_number,
+            }
+            for row_index, row in enumerate(frame.itertuples(index=False)):
+                data = row._asdict()
+                seed = int(data["seed"])
+                key = f"{self.hunt}/{seed_base}/{seed}"
+                if key in already:
+                    continue
+                metrics = {name: _metric_value(data.get(name)) for name in RUN_METRICS if name in data}
+                for name, value in data.items():
+                    if (
+                        name not in metrics
+                        and name != "seed"
+                        and isinstance(value, int | float | np.number)
+                        and not isinstance(value, bool | np.bool_)
+                    ):
+                        metrics[name] = _metric_value(value)
+                curve = [
+                    (int(step), float(v))
+                    for step, v in zip(batch.curve_steps, batch.curve[row_index], strict=False)
+                    if np.isfinite(v)
+                ]
+                tags = {
+                    "critical_point": str(data["critical_point"]),
+                    "certified": "true" if bool(data.get("certified", False)) else "false",
+                    "certificate": str(data.get("certificate", ""))[:5000],
+                    TAG_HUNT: self.hunt,
+                    TAG_KIND: "run",
+                    TAG_SEED_BASE: str(seed_base),
+                    TAG_RUN_KEY: key,
+                    PARENT: trial_run_id,
+                    "mlflow.runName": run_name(values, seed),
+                }
+                for name, value in data.items():
+                    if name.startswith("hyp_"):
+                        tags[name] = str(bool(value)).lower()
+                params = {**params_common, "seed": seed}
+                records.append((key, tags, params, metrics, curve, row_index, data))
+            if not records:
+                return 0
+            if self._sql_store is not None:
+                self._bulk_sql(records, now)
+            else:
+                for _key, tags, params, metrics, curve, _i, _d in records:
+                    run = self.client.create_run(
+                        self.experiment_id,
+                        run_name=tags["mlflow.runName"],
+                        tags={k: v for k, v in tags.items() if k != "mlflow.runName"},
+                    )
+                    mlist = [Metric(k, v, now, 0) for k, v in metrics.items() if v is not None]
+                    mlist += [Metric("loss_curve", v, now, s) for s, v in curve]
+                    self.client.log_batch(
+                        run.info.run_id,
+                        metrics=mlist,
+                        params=[Param(k, str(v)[:6000]) for k, v in params.items()],
+                    )
+                    self.client.set_terminated(run.info.run_id)
+            self._log_counterexample_artifacts(records, batch, seed_base)
+            self.runs_logged += len(records)
+            return len(records)
+
+    @contextlib.contextmanager
+    def _timed(self) -> Iterator[None]:
         start = time.perf_counter()
         try:
-            written = self._log_runs(
-                trial_run_id,
-                batch,
-                seed_base=seed_base,
-                trial_number=trial_number,
-                values=values,
-                config=config,
-            )
+            yield
         finally:
             self.seconds += time.perf_counter() - start
-        self.runs_logged += written
-        return written
 
-    def _log_runs(
-        self,
-        trial_run_id: str,
-        batch: RunBatch,
-        *,
-        seed_base: int,
-        trial_number: int,
-        values: dict[str, Any],
-        config: dict[str, Any],
-    ) -> int:
-        already = self.logged_keys(seed_base)
-        frame = batch.frame
-        records = []
-        now = int(time.time() * 1000)
-        params_common = {
-            **config,
-            **{f"trial.{k}": v for k, v in values.items()},
-            "trial.number": trial_number,
-        }
-        for row_index, row in enumerate(frame.itertuples(index=False)):
-            data = row._asdict()
-            seed = int(data["seed"])
-            key = f"{self.hunt}/{seed_base}/{seed}"
-            if key in already:
-                continue
-            metrics = {name: _metric_value(data.get(name)) for name in RUN_METRICS if name in data}
-            for name, value in data.items():
-                if (
-                    name not in metrics
-                    and name != "seed"
-                    and isinstance(value, int | float | np.number)
-                    and not isinstance(value, bool | np.bool_)
-                ):
-                    metrics[name] = _metric_value(value)
-            curve = [
-                (int(step), float(v))
-                for step, v in zip(batch.curve_steps, batch.curve[row_index], strict=False)
-                if np.isfinite(v)
-            ]
-            tags = {
-                "critical_point": str(data["critical_point"]),
-                "certified": "true" if bool(data.get("certified", False)) else "false",
-                "certificate": str(data.get("certificate", ""))[:5000],
-                TAG_HUNT: self.hunt,
-                TAG_KIND: "run",
-                TAG_SEED_BASE: str(seed_base),
-                TAG_RUN_KEY: key,
-                PARENT: trial_run_id,
-                "mlflow.runName": run_name(values, seed),
-            }
-            for name, value in data.items():
-                if name.startswith("hyp_"):
-                    tags[name] = str(bool(value)).lower()
-            params = {**params_common, "seed": seed}
-            records.append((key, tags, params, metrics, curve, row_index, data))
-        if not records:
-            return 0
-        if self._sql_store is not None:
-            self._bulk_sql(records, now)
-        else:
-            for _key, tags, params, metrics, curve, _i, _d in records:
-                run = self.client.create_run(
-                    self.experiment_id,
-                    run_name=tags["mlflow.runName"],
-                    tags={k: v for k, v in tags.items() if k != "mlflow.runName"},
-                )
-                mlist = [Metric(k, v, now, 0) for k, v in metrics.items() if v is not None]
-                mlist += [Metric("loss_curve", v, now, s) for s, v in curve]
-                self.client.log_batch(
-                    run.info.run_id,
-                    metrics=mlist,
-                    params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                )
-                self.client.set_terminated(run.info.run_id)
-        self._log_counterexample_artifacts(records, batch)
-        return len(records)
-
-    def run_ids_by_key(self, keys: list[str]) -> dict[str, str]:
-        found = self._find(f"tags.`{TAG_HUNT}` = '{self.hunt}' and tags.`{TAG_KIND}` = 'run'")
+    def run_ids_by_key(self, seed_base: int, keys: list[str]) -> dict[str, str]:
+        """MLflow run ids of a trial's training runs by their stable keys."""
+        found = self._find(
+            f"tags.`{TAG_HUNT}` = '{self.hunt}' and tags.`{TAG_KIND}` = 'run' "
+            f"and tags.`{TAG_SEED_BASE}` = '{seed_base}'"
+        )
         wanted = set(keys)
         return {
             r.data.tags[TAG_RUN_KEY]: r.info.run_id for r in found if r.data.tags.get(TAG_RUN_KEY) in wanted
@@ -336,7 +327,7 @@ class HuntTracker:
                 if rows:
                     session.execute(model.__table__.insert(), rows)
 
-    def _log_counterexample_artifacts(self, records: list[Any], batch: RunBatch) -> None:
+    def _log_counterexample_artifacts(self, records: list[Any], batch: RunBatch, seed_base: int) -> None:
         chosen = [
             (key, i)
             for key, tags, _p, _m, _c, i, _d in records
@@ -344,7 +335,7 @@ class HuntTracker:
         ]
         if not chosen:
             return
-        ids = self.run_ids_by_key([key for key, _ in chosen])
+        ids = self.run_ids_by_key(seed_base, [key for key, _ in chosen])
         from study.reports.plots import spectrum_plot
 
         with tempfile.TemporaryDirectory() as tmp:

@@ -10,18 +10,9 @@ from study.search.driver import HuntOptions, run_hunt, trial_seeds
 from study.search.samplers import make_storage
 from study.spec import PipelineError, parse_pipeline
 from study.tracking.mlflow_sink import HuntTracker, default_tracking_uri
+from tests.cluster.conftest import TINY
 
-PIPELINE = {
-    "name": "tiny",
-    "landscape": "teacher_student",
-    "search": {"k": {"type": "int", "low": 3, "high": 4}},
-    "derived": {"n": "k"},
-    "train": {"tol": 1.0e-7, "max_steps": 20000},
-    "runs_per_trial": 4,
-    "chunk_size": 2,
-    "trials": 2,
-    "sampler": "random",
-}
+PIPELINE = {"name": "tiny", **TINY}
 
 
 def runs_in_store(out, name="tiny"):
