@@ -10,7 +10,7 @@ export OPTUNA_DISABLE_TELEMETRY := 1
 # PostgreSQL for the `postgres` tests (started by `make services`; they skip when it is down)
 export MINIMA_HUNT_TEST_PG ?= postgresql+psycopg2://minima:minima@127.0.0.1:55432
 
-.PHONY: install run test lint typecheck pytest slow bench services clean
+.PHONY: install run test lint typecheck pytest slow bench services browser clean
 
 install: $(STAMP)
 
@@ -35,8 +35,14 @@ pytest: install
 
 test: lint typecheck pytest
 
-slow: install
+slow: install browser
 	$(BIN)/python -m pytest -q -m slow
+
+# Debian's chromium for the real-browser test of the MLflow link (tests/tracking); idempotent.
+browser:
+	command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }
 
 bench: install
 	$(BIN)/study bench trainer

@@ -17,9 +17,13 @@ def _usage_error(message: str) -> Exception:
 def cmd_hunt(args: argparse.Namespace) -> int:
     import pandas as pd
 
+    from study.progress import library_logs
     from study.search.driver import HuntOptions, run_hunt
+    from study.search.samplers import dashboard_command
     from study.spec import PipelineError, load_pipeline
     from study.tracking.mlflow_sink import default_tracking_uri
+
+    library_logs(verbose=args.verbose, quiet=args.quiet)
 
     try:
         spec = load_pipeline(args.pipeline)
@@ -39,6 +43,7 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         address=args.address,
         trials=args.trials,
         runs_per_trial=args.runs_per_trial,
+        progress=not args.quiet,
     )
     print(
         f"hunt {spec.name}: {spec.landscape}, objective {', '.join(spec.objective)}, "
@@ -58,12 +63,29 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         print()
         print(table.to_string(index=False) if len(table) else "no trials")
     uri = tracking_uri or default_tracking_uri(out)
-    store = storage or f"sqlite:///{(out / 'optuna.db').resolve()}"
     print(f"\nruns: {out / 'runs.csv'}   trials: {out / 'trials.csv'}")
-    print(f"open the runs:   mlflow ui --backend-store-uri {uri}")
-    print('  counterexamples: filter  tags.critical_point = "spurious_minimum" and tags.certified = "true"')
-    print(f"open the search: optuna-dashboard {store}")
+    print_links(uri, spec.name)
+    print(f"open the search: {dashboard_command(storage, out)}")
     return 0
+
+
+def print_links(tracking_uri: str, experiment: str) -> None:
+    """How to open the runs in MLflow's UI, and the direct link to the counterexamples."""
+    from study.tracking.links import counterexamples_link, ui_command
+
+    command = ui_command(tracking_uri)
+    if command is not None:
+        print(f"open the runs:   {command}")
+    link = counterexamples_link(tracking_uri, experiment)
+    if link is not None:
+        print(f"counterexamples: {link}")
+
+
+def add_output_flags(parser: argparse.ArgumentParser) -> None:
+    """``--quiet`` (no progress bar, library warnings off) and ``-v`` (library INFO logs shown)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="no progress bar, no library warnings")
+    group.add_argument("-v", "--verbose", action="store_true", help="show the libraries' INFO logs")
 
 
 def add_commands(sub: Any) -> None:
@@ -75,4 +97,5 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--address", default=None, help="Ray cluster to join (default: local Ray)")
     p.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite under --out)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite under --out)")
+    add_output_flags(p)
     p.set_defaults(func=cmd_hunt)

@@ -27,8 +27,13 @@ def hunt_folder(target: str) -> Path:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from study.cli_hunt import print_links
+    from study.progress import library_logs
+    from study.reports.hunt import hunt_name
     from study.reports.report import build_report, log_report
+    from study.tracking.mlflow_sink import default_tracking_uri
 
+    library_logs(verbose=args.verbose, quiet=args.quiet)
     out = hunt_folder(args.target)
     try:
         report = build_report(out)
@@ -46,12 +51,16 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"study: report not logged to MLflow: {exc}", file=sys.stderr)
         else:
             print(f"logged to MLflow run {run_id} under report/")
+            print_links(tracking_uri or default_tracking_uri(out), hunt_name(out))
     return 0
 
 
 def add_commands(sub: Any) -> None:
+    from study.cli_hunt import add_output_flags
+
     p = sub.add_parser("report", help="write a hunt's study report (tables, families, plots) and log it")
     p.add_argument("target", help="a hunt output folder, or a pipeline name (looked up as runs/<name>)")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: OUT/mlflow.db)")
     p.add_argument("--no-mlflow", action="store_true", help="write the report files only")
+    add_output_flags(p)
     p.set_defaults(func=cmd_report)

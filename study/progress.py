@@ -1,7 +1,8 @@
-"""Progress bars for long work (tqdm), quiet when output is not a terminal unless asked."""
+"""Terminal output of long work: progress bars (tqdm) and the level of the libraries' own logs."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -21,3 +22,15 @@ def progress_bar(*, total: int, desc: str, unit: str = "it", **kwargs: Any) -> P
     kwargs.setdefault("dynamic_ncols", True)
     kwargs.setdefault("mininterval", 0.5)
     return ProgressBar(total=total, desc=desc, unit=unit, **kwargs)
+
+
+# Loggers of the libraries a hunt drives; their INFO lines (database migrations, Ray start-up) are noise
+# in front of a user and come back with `-v`.
+LIBRARY_LOGGERS = ("mlflow", "alembic", "optuna", "ray", "sqlalchemy", "urllib3", "matplotlib")
+
+
+def library_logs(*, verbose: bool = False, quiet: bool = False) -> None:
+    """Library logs at INFO with ``verbose``, ERROR with ``quiet``, else WARNING."""
+    level = logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING
+    for name in LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(level)

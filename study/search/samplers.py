@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -91,3 +92,16 @@ def make_storage(url: str | None, out: Path) -> optuna.storages.BaseStorage:
     else:
         kwargs = {"pool_pre_ping": True}
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=None)
+
+
+def dashboard_command(url: str | None, out: Path) -> str:
+    """The ``optuna-dashboard`` command that opens the hunt's storage (as :func:`make_storage` reads
+    ``url``), served on the loopback: journal files need the storage-class hint, SQLite a full URL."""
+    if url is None:
+        url = f"sqlite:///{(out / 'optuna.db').resolve()}"
+    if url.startswith("journal://"):
+        path = Path(url[len("journal://") :]).resolve()
+        return (
+            f"optuna-dashboard --host 127.0.0.1 --storage-class JournalFileStorage {shlex.quote(str(path))}"
+        )
+    return f"optuna-dashboard --host 127.0.0.1 {shlex.quote(url)}"

@@ -1,0 +1,153 @@
+"""The counterexamples link in a real browser: a small hunt with certified spurious minima (k = n = 8),
+`mlflow ui` on 127.0.0.1, the link that `study hunt` printed opened in headless Chromium with a fresh
+profile; the rendered runs table lists exactly the counterexamples.
+
+Needs Debian's `chromium` (`make browser` installs it); skipped with that reason when it is missing.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from study.cli import main
+from study.tracking.mlflow_sink import default_tracking_uri
+from tests.cluster.conftest import free_port
+
+PIPELINE = {
+    "name": "browser_hunt",
+    "landscape": "teacher_student",
+    "search": {"k": {"type": "int", "low": 8, "high": 8}},
+    "derived": {"n": "k"},
+    "train": {"lr": 0.1, "tol": 1.0e-9, "max_steps": 20000, "newton_polish": True},
+    "runs_per_trial": 12,  # 3 certified spurious minima and 9 global ones with these seeds
+    "chunk_size": 12,
+    "sampler": "grid",
+    "trials": 1,
+}
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def mlflow_ui(tmp_path):
+    """Start `mlflow ui` on a free loopback port over a store; yields (start, url); stops it after."""
+    started: list[subprocess.Popen] = []
+    log_path = tmp_path / "mlflow-ui.log"
+
+    def start(tracking_uri: str) -> str:
+        port = free_port()
+        command = [
+            str(Path(sys.executable).parent / "mlflow"),
+            "ui",
+            "--backend-store-uri",
+            tracking_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+        with open(log_path, "w") as log:
+            server = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        started.append(server)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.read().strip() == b"OK":
+                        return url
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"mlflow ui did not come up:\n{log_path.read_text()}")
+            time.sleep(0.5)
+
+    yield start
+    for server in started:  # the server and its workers share the process group it started
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=10)
+
+
+def rendered_text(url: str, profile: Path, budget_ms: int) -> str:
+    """The page's visible text after its scripts ran for ``budget_ms`` of virtual time, in a fresh
+    headless Chromium profile."""
+    command = [
+        str(chromium()),
+        "--headless",
+        "--disable-gpu",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        "--window-size=1600,1200",
+        f"--virtual-time-budget={budget_ms}",
+        "--dump-dom",
+        url,
+    ]
+    if os.geteuid() == 0:
+        command.insert(1, "--no-sandbox")  # Chromium refuses to run its sandbox as root
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=180, check=True).stdout
+    text = re.sub(r"<(style|script)\b.*?</\1>", " ", dom, flags=re.S)
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    return re.sub(r"\s+", " ", text)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium: run `make browser`")
+def test_printed_link_opens_the_counterexamples_in_a_fresh_browser(tmp_path, ray_local, mlflow_ui, capsys):
+    pipeline = tmp_path / "browser_hunt.yaml"
+    pipeline.write_text(yaml.safe_dump(PIPELINE))
+    out = tmp_path / "hunt"
+    assert main(["hunt", str(pipeline), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    link = re.search(r"^counterexamples: (\S+)$", printed, flags=re.M)
+    assert link is not None, printed
+
+    client = MlflowClient(tracking_uri=default_tracking_uri(out))
+    experiment = client.get_experiment_by_name("browser_hunt")
+    training = client.search_runs(
+        [experiment.experiment_id], "tags.`minima_hunt.kind` = 'run'", max_results=1000
+    )
+    wanted = {
+        r.info.run_name
+        for r in training
+        if r.data.tags["critical_point"] == "spurious_minimum" and r.data.tags["certified"] == "true"
+    }
+    others = {r.info.run_name for r in training} - wanted
+    assert wanted and others, "the hunt must find counterexamples and other runs"
+
+    base = mlflow_ui(default_tracking_uri(out))
+    # the printed link names the default port; the test's server listens on a free one
+    url = re.sub(r"^http://127\.0\.0\.1:5000", base, link.group(1))
+    assert url != link.group(1)
+    count = re.compile(rf"\b{len(wanted)} matching runs?\b")
+    for attempt, budget in enumerate((20_000, 60_000)):  # a busy machine renders slowly
+        text = rendered_text(url, tmp_path / f"profile-{attempt}", budget)
+        if count.search(text):
+            break
+    assert count.search(text), text[:3000]
+    listed = {name for name in wanted | others if re.search(re.escape(name) + r"(?![\w.])", text)}
+    assert listed == wanted  # every counterexample, flat (not folded under its trial), and nothing else
