@@ -9,15 +9,14 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-for _key, _value in {
+from study.errors import UsageError
+
+TELEMETRY_OFF = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "DO_NOT_TRACK": "true",
-}.items():
-    os.environ.setdefault(_key, _value)
-
-
-from study.errors import UsageError  # noqa: E402
+    "OPTUNA_DISABLE_TELEMETRY": "1",
+}
 
 
 def _fail(message: str) -> int:
@@ -77,9 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             init_scale=args.init_scale,
             dtype=args.dtype,
         )
-        from study.landscapes.registry import landscape_config
-
-        landscape_config(spec.landscape, spec.params)
+        spec.validate()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     seeds = list(range(args.seed, args.seed + args.runs))
@@ -93,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                 bar.update_to(offset + n_done)
 
             batches.append(run_replicas(spec, chunk, device=device, progress=report))
-    from study.runs import RunBatch
+    from study.record import RunBatch
 
     batch = RunBatch.concat(batches)
     counts, levels = class_summary(batch.frame)
@@ -110,9 +107,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         print("\nno spurious minima")
     if args.out:
-        from study.reports.files import write_run_batch
+        from study.record import write_run_batch
 
-        out = write_run_batch(batch, Path(args.out), config=spec.flat_config())
+        out = write_run_batch(batch, Path(args.out), config=spec.flat_config(), landscape=spec.landscape)
         print(f"\nwrote {out}")
     return 0
 
@@ -197,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for key, value in TELEMETRY_OFF.items():  # before any library that reads them is imported
+        os.environ.setdefault(key, value)
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -12,13 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from study.diagnostics.basin import basin_columns
 from study.diagnostics.critical import DiagnosticsConfig, classify
-from study.landscapes.registry import make_landscape
+from study.landscapes.registry import landscape_config, make_landscape
+from study.record import RunBatch
 from study.training.gd import TrainConfig, train
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -55,29 +55,9 @@ class RunSpec:
         out.update({f"extra.{k}": v for k, v in self.extra.items()})
         return out
 
-
-@dataclass(frozen=True)
-class RunBatch:
-    """Results for R runs: one DataFrame row per run plus arrays with a leading run dimension."""
-
-    frame: pd.DataFrame
-    theta: np.ndarray  # (R, P) end points
-    theta0: np.ndarray  # (R, P) initializations
-    eigenvalues: np.ndarray  # (R, P) Hessian spectra ((R, 0) when only extremes were computed)
-    curve_steps: np.ndarray  # (C,)
-    curve: np.ndarray  # (R, C) subsampled loss curves
-
-    @staticmethod
-    def concat(batches: list[RunBatch]) -> RunBatch:
-        """Stack batches of the same configuration along the run dimension."""
-        return RunBatch(
-            frame=pd.concat([b.frame for b in batches], ignore_index=True),
-            theta=np.concatenate([b.theta for b in batches]),
-            theta0=np.concatenate([b.theta0 for b in batches]),
-            eigenvalues=np.concatenate([b.eigenvalues for b in batches]),
-            curve_steps=batches[0].curve_steps,
-            curve=np.concatenate([b.curve for b in batches]),
-        )
+    def validate(self) -> None:
+        """Raise ValueError naming the field when the landscape rejects ``params``."""
+        landscape_config(self.landscape, self.params)
 
 
 def device_name(device: torch.device) -> str:

@@ -12,15 +12,9 @@ from torch import Tensor
 
 from study.diagnostics.spectrum import Spectrum, hessian_spectrum
 from study.landscapes.base import Landscape, seeded_normal
+from study.record.schema import CLASSES
 
-CLASSES = (
-    "global_minimum",
-    "spurious_minimum",
-    "saddle",
-    "degenerate",
-    "not_converged",
-    "diverged",
-)
+__all__ = ["CLASSES", "DiagnosticsConfig", "classify", "escape_test"]
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from typing import Any
 
 import ray
 
-from study.runs import RunBatch, RunSpec, run_replicas
+from study.record import RunBatch
+from study.runs import RunSpec, run_replicas
 
 
 @dataclass(frozen=True)

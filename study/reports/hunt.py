@@ -1,4 +1,5 @@
-"""Reading a hunt folder: ``runs.csv`` (one row per training run) and ``trials/trial-XXXXX.npz`` arrays."""
+"""A hunt folder as reports see it: runs (one row per training run) and their arrays, read through
+:mod:`study.record`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from study.record import load_arrays, read_runs_table, trial_stem
 
 ARRAY_KEYS = ("theta", "eigenvalues", "seed")  # what reports read (not inits or loss curves)
 WIDTH_COLUMNS = ("param_n", "param_width", "param_hidden", "param_d1", "param_widths")
@@ -40,19 +43,6 @@ class HuntFolder:
         return np.stack(parts)
 
 
-def guess_landscape(runs: pd.DataFrame) -> str:
-    """The landscape from the columns it writes (runs.csv does not name it)."""
-    if "test_acc" in runs.columns:
-        return "classification"
-    if "hyp_orthonormal_teacher" in runs.columns:
-        return "teacher_student"
-    if "hyp_n_le_d0_d1" in runs.columns:
-        return "piecewise_linear"
-    if "hyp_x_full_row_rank" in runs.columns:
-        return "deep_linear"
-    return "unknown"
-
-
 def hunt_name(out: Path) -> str:
     """The hunt's name: the Optuna study in ``out/optuna.db`` when there is exactly one, else the folder."""
     db = out / "optuna.db"
@@ -68,19 +58,14 @@ def hunt_name(out: Path) -> str:
 
 
 def load_hunt(out: Path) -> HuntFolder:
-    """Read ``out/runs.csv`` and the per-trial npz files; FileNotFoundError names what is missing."""
+    """Read a hunt's runs and per-trial arrays through the run record; FileNotFoundError names what
+    is missing. An interrupted hunt is read from its trial files."""
     out = Path(out)
     if not out.is_dir():
         raise FileNotFoundError(f"hunt folder not found: {out}")
-    csv = out / "runs.csv"
-    if not csv.is_file():
-        raise FileNotFoundError(f"no runs.csv in {out} (has the hunt finished a trial?)")
-    try:
-        runs = pd.read_csv(csv)
-    except pd.errors.EmptyDataError:
-        runs = pd.DataFrame()
+    runs = read_runs_table(out)
     if len(runs) and not {"critical_point", "seed"} <= set(runs.columns):
-        raise ValueError(f"{csv} lacks the columns critical_point and seed")
+        raise ValueError(f"the runs of {out} lack the columns critical_point and seed")
     arrays: dict[str, dict[str, np.ndarray]] = {}
     files: list[str] = []
     rows: list[int] = []
@@ -88,16 +73,13 @@ def load_hunt(out: Path) -> HuntFolder:
     for seed_base, seed in zip(
         runs.get("seed_base", pd.Series(-1, index=runs.index)), runs.get("seed", runs.index), strict=True
     ):
-        stem = f"trial-{int(seed_base):05d}"
+        stem = trial_stem(int(seed_base))
         if stem not in index:
-            path = out / "trials" / f"{stem}.npz"
-            if path.is_file():
-                with np.load(path, allow_pickle=False) as data:
-                    arrays[stem] = {key: data[key] for key in ARRAY_KEYS if key in data.files}
-                index[stem] = {int(s): i for i, s in enumerate(arrays[stem].get("seed", []))}
-            else:
-                index[stem] = {}
+            arrays[stem] = load_arrays(out, stem, ARRAY_KEYS)
+            index[stem] = {int(s): i for i, s in enumerate(arrays[stem].get("seed", []))}
         files.append(stem)
         rows.append(index[stem].get(int(seed), -1))
     runs = runs.assign(array_file=files, array_row=rows)
-    return HuntFolder(out=out, name=hunt_name(out), landscape=guess_landscape(runs), runs=runs, arrays=arrays)
+    landscapes = sorted(set(runs["landscape"])) if "landscape" in runs else []
+    landscape = landscapes[0] if len(landscapes) == 1 else "unknown"
+    return HuntFolder(out=out, name=hunt_name(out), landscape=landscape, runs=runs, arrays=arrays)

@@ -1,21 +1,20 @@
-"""Plots (matplotlib, Agg backend): Hessian spectra and study summaries as PNG files."""
+"""Plots (matplotlib's object API, no pyplot and no global backend): Hessian spectra and study summaries
+as PNG files."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 
 def spectrum_plot(eigenvalues: np.ndarray, path: Path, *, title: str = "Hessian spectrum") -> Path:
     """Sorted Hessian eigenvalues as one small figure; cheap enough to draw for every counterexample."""
     ev = np.sort(np.asarray(eigenvalues, dtype=float))
-    fig = plt.figure(figsize=(6, 3))
+    fig = Figure(figsize=(6, 3))
     ax = fig.add_axes((0.1, 0.16, 0.86, 0.72))
     ax.plot(ev, ".", ms=4)
     ax.axhline(0, color="k", lw=0.6)
@@ -23,20 +22,23 @@ def spectrum_plot(eigenvalues: np.ndarray, path: Path, *, title: str = "Hessian 
     ax.set_ylabel("Hessian eigenvalue")
     ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=90)
-    plt.close(fig)
     return path
 
 
-def _finish(fig: plt.Figure, path: Path) -> Path:
+def _subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, **kwargs)
+
+
+def _finish(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path
 
 
 def rate_vs_k_plot(table: pd.DataFrame, path: Path) -> Path:
     """Certified spurious rate against the teacher size k, one line per excess width n - k, with 95%
     intervals. ``table`` has columns k, n, rate, rate_low, rate_high (one row per configuration)."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     table = table.assign(excess=table["n"] - table["k"])
     for excess, rows in table.groupby("excess", sort=True):
         rows = rows.sort_values("k")
@@ -55,7 +57,7 @@ def rate_vs_k_plot(table: pd.DataFrame, path: Path) -> Path:
 
 def family_levels_plot(families: pd.DataFrame, path: Path) -> Path:
     """Loss of each family of spurious minima against k; marker area grows with its number of runs."""
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     families = families.assign(excess=families["n"] - families["k"])
     largest = max(1, int(families["runs"].max()))
     for excess, rows in families.groupby("excess", sort=True):
@@ -75,7 +77,7 @@ def spectra_comparison_plot(
 ) -> Path:
     """Sorted Hessian eigenvalues (left) and their pooled histograms (right) at global minima
     ``(G, P)`` and at spurious family representatives (label -> ``(P,)``)."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(10, 3.8))
     for i, ev in enumerate(global_spectra):
         ax1.plot(np.sort(ev), color="0.55", lw=1, label="global minima" if i == 0 else None)
     for label, ev in spurious.items():
@@ -102,7 +104,7 @@ def spectra_comparison_plot(
 def basin_plot(table: pd.DataFrame, x: str, lines: list[str], path: Path, *, xlabel: str) -> Path:
     """Fraction of runs reaching L* (with 95% intervals) and of monotone straight lines from the
     initialization, against ``x``; one line per value of ``lines``."""
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(10, 3.8), sharex=True)
     groups = table.groupby(lines, sort=True) if lines else [((), table)]
     categorical = not pd.api.types.is_numeric_dtype(table[x])
     ticks = sorted(table[x].astype(str).unique()) if categorical else sorted(table[x].unique())
@@ -135,7 +137,7 @@ def basin_plot(table: pd.DataFrame, x: str, lines: list[str], path: Path, *, xla
 
 def accuracy_bars_plot(table: pd.DataFrame, labels: list[str], path: Path) -> Path:
     """Mean train and test accuracy per configuration (bars, +- one standard deviation)."""
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(labels) + 2), 4))
+    fig, ax = _subplots(figsize=(max(5.0, 1.2 * len(labels) + 2), 4))
     xs = np.arange(len(table))
     width = 0.38
     for shift, column, color in ((-width / 2, "train_acc", "C0"), (width / 2, "test_acc", "C1")):

@@ -6,9 +6,7 @@ from typing import Any
 
 import pandas as pd
 
-
-def _certified_spurious(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[(frame["critical_point"] == "spurious_minimum") & frame["certified"].astype(bool)]
+from study.record import certified_spurious as _certified_spurious
 
 
 def objective_value(name: str, frame: pd.DataFrame, values: dict[str, Any]) -> float:

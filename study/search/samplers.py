@@ -21,17 +21,20 @@ def make_sampler(spec: HuntSpec) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True)
 
 
-def enqueue_grid(study: optuna.Study, spec: HuntSpec) -> int:
+def enqueue_grid(
+    study: optuna.Study, spec: HuntSpec, *, skip: set[int] | frozenset[int] = frozenset()
+) -> int:
     """Enqueue every grid point not yet finished, running or waiting; returns how many were added.
 
     Ask-and-tell with Optuna's GridSampler raises once the grid is exhausted (it calls
-    ``Study.stop``), so a grid is a queue of fixed trials instead: resumable and exact.
+    ``Study.stop``), so a grid is a queue of fixed trials instead: resumable and exact. Trials numbered
+    in ``skip`` (cut short by an interruption and re-run) do not count as visited.
     """
     labels = grid_labels(spec)
     names = list(labels)
     seen = set()
     for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("fail_reason") == "interrupted; re-run":
+        if t.number in skip:
             continue
         seen.add(tuple(t.params.get(n, t.system_attrs.get("fixed_params", {}).get(n)) for n in names))
     added = 0

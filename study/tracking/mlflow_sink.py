@@ -23,7 +23,7 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from study.runs import RunBatch
+from study.record import RunBatch
 
 TAG_HUNT = "minima_hunt.hunt"
 TAG_KIND = "minima_hunt.kind"  # hunt | trial | run

@@ -1,0 +1,58 @@
+"""The run record: one owner for what a run is (:mod:`study.record.schema`) and how runs are saved and
+read back (:mod:`study.record.files`). Tracking, objectives and reports read runs only through here."""
+
+from study.record.files import (
+    atomic_write,
+    load_arrays,
+    load_runs,
+    read_runs_table,
+    save_trial,
+    saved_seed_bases,
+    trial_frame,
+    trial_stem,
+    write_csv,
+    write_json,
+    write_run_batch,
+    write_tables,
+)
+from study.record.schema import (
+    CLASSES,
+    CORE_COLUMNS,
+    SCHEMA_VERSION,
+    RunBatch,
+    RunRecord,
+    certified_spurious,
+    check_frame,
+    diagnostic_columns,
+    migrate,
+    records,
+    stamp,
+    to_frame,
+)
+
+__all__ = [
+    "CLASSES",
+    "CORE_COLUMNS",
+    "SCHEMA_VERSION",
+    "RunBatch",
+    "RunRecord",
+    "atomic_write",
+    "certified_spurious",
+    "check_frame",
+    "diagnostic_columns",
+    "load_arrays",
+    "load_runs",
+    "migrate",
+    "read_runs_table",
+    "records",
+    "save_trial",
+    "saved_seed_bases",
+    "stamp",
+    "to_frame",
+    "trial_frame",
+    "trial_stem",
+    "write_csv",
+    "write_json",
+    "write_run_batch",
+    "write_tables",
+]

@@ -1,0 +1,132 @@
+"""The hunt's Optuna study: open or resume it, recover trials an interrupted driver left running, ask for
+a trial's configuration, and read finished trials back as a table. Public Optuna API only."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import pandas as pd
+
+from study.record import CLASSES
+from study.runs import RunSpec
+from study.search.samplers import enqueue_grid, grid_size, make_sampler, suggest
+from study.spec import HuntSpec
+
+INTERRUPTED = "interrupted; re-run"  # fail_reason of a trial replaced by a re-run (older hunts)
+RERUN_OF = "rerun_of"  # user attr of a re-run: the number of the interrupted trial it replaces
+
+
+@dataclass(frozen=True)
+class AskedTrial:
+    """A trial Optuna proposed, resolved into the configuration its runs train."""
+
+    trial: optuna.trial.Trial
+    values: dict[str, Any]
+    run_spec: RunSpec
+    seed_base: int
+
+
+def trial_seeds(spec: HuntSpec, seed_base: int, runs: int) -> list[int]:
+    """Seeds of a trial's runs: a pure function of (hunt seed, seed base, replica index)."""
+    return [spec.seed * 1_000_000_000 + seed_base * 100_000 + i for i in range(runs)]
+
+
+def open_study(spec: HuntSpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Create the hunt's study or load it to resume; grid points still to do are enqueued."""
+    study = optuna.create_study(
+        study_name=spec.name,
+        storage=storage,
+        sampler=make_sampler(spec),
+        directions=spec.directions,  # type: ignore[arg-type]
+        load_if_exists=True,
+    )
+    return study
+
+
+def replaced_trials(study: optuna.Study) -> set[int]:
+    """Numbers of trials an interruption cut short and a later trial re-runs with the same seeds."""
+    trials = study.get_trials(deepcopy=False)
+    replaced = {int(t.user_attrs[RERUN_OF]) for t in trials if RERUN_OF in t.user_attrs}
+    replaced |= {t.number for t in trials if t.user_attrs.get("fail_reason") == INTERRUPTED}
+    return replaced
+
+
+def recover_interrupted(study: optuna.Study, spec: HuntSpec) -> int:
+    """Tell FAIL to trials an interrupted driver left RUNNING and enqueue them again (same seeds)."""
+    count = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        seed_base = t.user_attrs.get("seed_base", t.number)
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"seed_base": seed_base, RERUN_OF: t.number})
+        count += 1
+    if spec.sampler == "grid":
+        enqueue_grid(study, spec, skip=replaced_trials(study))
+    return count
+
+
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that count as done (a trial failed by an interruption is re-run, so it does not)."""
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+    replaced = replaced_trials(study)
+    return [t for t in study.get_trials(deepcopy=False, states=done) if t.number not in replaced]
+
+
+def target_trials(spec: HuntSpec, wanted: int | None) -> int:
+    """Finished trials a hunt aims at: ``wanted`` (default the pipeline's), at most the grid's size."""
+    target = wanted if wanted is not None else spec.trials
+    return min(target, grid_size(spec)) if spec.sampler == "grid" else target
+
+
+def remaining_trials(study: optuna.Study, spec: HuntSpec, wanted: int | None) -> int:
+    """How many more trials to ask for: the target minus those finished."""
+    return max(0, target_trials(spec, wanted) - len(finished_trials(study)))
+
+
+def ask(study: optuna.Study, spec: HuntSpec) -> AskedTrial | None:
+    """Ask Optuna for a trial and resolve it; a configuration the landscape rejects is told FAIL (None)."""
+    trial = study.ask()
+    values: dict[str, Any] = {p.name: suggest(trial, p) for p in spec.search}
+    seed_base = int(trial.user_attrs.get("seed_base", trial.number))
+    trial.set_user_attr("seed_base", seed_base)
+    try:
+        resolved = spec.resolve(values)
+        run_spec = spec.run_spec(resolved)
+        run_spec.validate()
+    except ValueError as exc:
+        trial.set_user_attr("fail_reason", str(exc))
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return None
+    trial.set_user_attr("values", json.dumps(resolved, default=str))
+    return AskedTrial(trial=trial, values=resolved, run_spec=run_spec, seed_base=seed_base)
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per finished trial: state, parameters, objective values and the class counts."""
+    rows = []
+    replaced = replaced_trials(study)
+    for t in study.get_trials(deepcopy=False):
+        if t.number in replaced or not t.state.is_finished():
+            continue  # replaced by a re-run, or still to come (queued grid points)
+        summary = json.loads(t.user_attrs.get("summary", "{}"))
+        row: dict[str, Any] = {"trial": t.number, "state": t.state.name, **t.params}
+        for i, v in enumerate(t.values or []):
+            row[f"value_{i}"] = v
+        row["runs"] = summary.get("runs", 0)
+        for cls, count in summary.get("counts", {}).items():
+            row[cls] = count
+        row["certified_spurious"] = summary.get("certified_spurious", 0)
+        row["lowest_spurious_loss"] = summary.get("lowest_spurious_loss")
+        if t.state == optuna.trial.TrialState.FAIL:
+            row["fail_reason"] = t.user_attrs.get("fail_reason", "")
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    present = [c for c in CLASSES if c in table.columns]
+    if present:  # class counts in a fixed order, 0 where a trial had none
+        table[present] = table[present].fillna(0).astype(int)
+        rest = [c for c in table.columns if c not in present]
+        at = rest.index("runs") + 1 if "runs" in rest else len(rest)
+        table = table[rest[:at] + present + rest[at:]]
+    return table
