@@ -17,6 +17,7 @@ import torch
 
 from study.diagnostics.basin import basin_columns
 from study.diagnostics.critical import DiagnosticsConfig, classify
+from study.diagnostics.verify import with_verdicts
 from study.landscapes.registry import landscape_config, make_landscape
 from study.record import RunBatch
 from study.training.gd import TrainConfig, train
@@ -116,6 +117,18 @@ def run_replicas(
         curve_steps=result.curve_steps.cpu().numpy(),
         curve=result.curve.detach().cpu().numpy(),
     )
+
+
+def verify_batch(spec: RunSpec, batch: RunBatch) -> RunBatch:
+    """The batch with verdict columns: its certified spurious minima re-verified in float64 on the CPU
+    (:mod:`study.diagnostics.verify`); unchanged when ``spec.diagnostics.reverify`` is off."""
+    if not spec.diagnostics.reverify or "certified" not in batch.frame:
+        return batch
+    exact = make_landscape(spec.landscape, spec.params, device="cpu", dtype=torch.float64)
+    frame = with_verdicts(
+        exact, batch.frame, batch.theta, batch.theta0, train_config=spec.train, diagnostics=spec.diagnostics
+    )
+    return dataclasses.replace(batch, frame=frame)
 
 
 def class_summary(frame: pd.DataFrame, *, decimals: int = 6) -> tuple[pd.Series, pd.DataFrame]:

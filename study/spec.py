@@ -7,6 +7,7 @@ A pipeline says what differs from the defaults. Errors name the file and the fie
 from __future__ import annotations
 
 import ast
+import copy
 import dataclasses
 import itertools
 import math
@@ -21,6 +22,7 @@ from study.diagnostics.critical import DiagnosticsConfig
 from study.landscapes.base import INIT_SCHEMES
 from study.landscapes.registry import LANDSCAPES, landscape_config
 from study.runs import DTYPES, RunSpec
+from study.search import choices
 from study.training.gd import TrainConfig
 
 OBJECTIVES = {
@@ -32,7 +34,7 @@ OBJECTIVES = {
     "non_global_rate": ("maximize", "fraction of runs not ending at a global minimum"),
     "test_error": ("maximize", "mean test error of the trial's runs (classification)"),
 }
-SAMPLERS = ("tpe", "grid", "random", "nsga2")
+REPEATS = ("accumulate", "skip")  # what a hunt does with a configuration it has already evaluated
 RUN_KEYS = ("init_scheme", "init_scale", "lr")  # searchable run settings besides landscape params
 TOP_LEVEL = {
     "name",
@@ -55,6 +57,8 @@ TOP_LEVEL = {
     "dtype",
     "gpu_fraction",
     "max_inflight",
+    "pruner",
+    "repeats",
 }
 
 
@@ -103,7 +107,12 @@ class HuntSpec:
     chunk_size: int = 32
     seed: int = 0
     objective: tuple[str, ...] = ("spurious_rate",)
-    sampler: str = "tpe"
+    sampler: str = "tpe"  # "grid" or an Optuna sampler by name (study.search.choices)
+    sampler_options: dict[str, Any] = field(default_factory=dict)  # its constructor's options
+    pruner: str = "none"  # an Optuna pruner by name, or rate_bound; off by default
+    pruner_options: dict[str, Any] = field(default_factory=dict)
+    repeats: str = "accumulate"  # a repeated configuration: "accumulate" more seeds, or "skip" it
+    overrides: tuple[str, ...] = ()  # FIELD=VALUE changes given on the command line
     trials: int = 20
     dtype: str = "float64"
     gpu_fraction: float = 0.25
@@ -310,11 +319,12 @@ def _parse(raw: Any, source: str) -> HuntSpec:
     for o in objective:
         if o not in OBJECTIVES:
             raise PipelineError(f"objective: unknown objective {o!r}; known: {sorted(OBJECTIVES)}")
-    sampler = raw.get("sampler", "tpe" if len(objective) == 1 else "nsga2")
-    if sampler not in SAMPLERS:
-        raise PipelineError(f"sampler: unknown sampler {sampler!r}; known: {list(SAMPLERS)}")
-    if sampler == "tpe" and len(objective) > 1:
-        sampler = "tpe"  # TPE supports several objectives too
+    default_sampler = "tpe" if len(objective) == 1 else "nsga2"
+    sampler, sampler_options = _choice("sampler", raw.get("sampler", default_sampler), default_sampler)
+    pruner, pruner_options = _choice("pruner", raw.get("pruner", "none"), "none")
+    repeats = raw.get("repeats", "accumulate")
+    if repeats not in REPEATS:
+        raise PipelineError(f"repeats: expected one of {list(REPEATS)}, got {repeats!r}")
     ints = {}
     for key, default, low in (
         ("runs_per_trial", 64, 1),
@@ -348,13 +358,114 @@ def _parse(raw: Any, source: str) -> HuntSpec:
         extra=dict(raw.get("extra") or {}),
         objective=objective,
         sampler=sampler,
+        sampler_options=sampler_options,
+        pruner=pruner,
+        pruner_options=pruner_options,
+        repeats=repeats,
         dtype=dtype,
         gpu_fraction=gpu_fraction,
         source=source,
         **ints,
     )
     _check_corners(spec)
+    _check_search_choices(spec)
     return spec
+
+
+def _choice(where: str, raw: Any, default: str) -> tuple[str, dict[str, Any]]:
+    """``name`` or ``{name: ..., option: value, ...}`` (name defaults to ``default``) -> (name, options)."""
+    if isinstance(raw, str):
+        return raw, {}
+    if isinstance(raw, dict):
+        name = raw.get("name", default)
+        if not isinstance(name, str):
+            raise PipelineError(f"{where}.name: expected a {where} name such as tpe, got {name!r}")
+        options = {str(k): tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k != "name"}
+        return name, options
+    raise PipelineError(f"{where}: expected a name or a mapping with a name, got {raw!r}")
+
+
+def _checked_options(where: str, cls: type, options: dict[str, Any]) -> None:
+    allowed = choices.accepted_options(cls)
+    for key, value in options.items():
+        if key not in allowed:
+            raise PipelineError(
+                f"{where}.{key}: unknown option for {cls.__name__}; allowed: {sorted(allowed)}"
+            )
+        default = allowed[key].default  # options whose default is a number or a flag keep its type
+        if isinstance(default, bool):
+            _typed(f"{where}.{key}", value, bool, "true or false")
+        elif isinstance(default, int):
+            _typed(f"{where}.{key}", value, int, "an integer")
+        elif isinstance(default, float):
+            _typed(f"{where}.{key}", value, (int, float), "a number")
+    try:
+        choices.build(cls, options)
+    except (TypeError, ValueError, ImportError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PipelineError(f"{where}: {cls.__name__}({options}): {first}") from None
+
+
+def _check_search_choices(spec: HuntSpec) -> None:
+    """The sampler and the pruner exist, take the options given, and fit the objectives."""
+    if spec.sampler == "grid":
+        if spec.sampler_options:
+            raise PipelineError(f"sampler: the grid takes no options, got {sorted(spec.sampler_options)}")
+        for p in spec.search:
+            p.grid_values()  # floats need explicit choices
+    else:
+        cls = choices.sampler_class(spec.sampler)
+        if cls is None:
+            raise PipelineError(
+                f"sampler: unknown sampler {spec.sampler!r}; known: {choices.known('sampler')}"
+            )
+        _checked_options("sampler", cls, sampler_options(spec))
+    pruner = choices.pruner_class(spec.pruner)
+    if pruner is None:
+        raise PipelineError(f"pruner: unknown pruner {spec.pruner!r}; known: {choices.known('pruner')}")
+    _checked_options("pruner", pruner, spec.pruner_options)
+    if pruner is not choices.PRUNERS["nop"] and len(spec.objective) > 1:
+        raise PipelineError(f"pruner: Optuna prunes single-objective hunts only, got {list(spec.objective)}")
+    if pruner is choices.RateBoundPruner and spec.objective[0] not in choices.RATE_OBJECTIVES:
+        raise PipelineError(
+            f"pruner: rate_bound needs a rate objective {list(choices.RATE_OBJECTIVES)}, "
+            f"got {spec.objective[0]!r}"
+        )
+
+
+def sampler_options(spec: HuntSpec) -> dict[str, Any]:
+    """The sampler's constructor options: the pipeline's, the hunt seed where the sampler takes a seed,
+    and TPE's multivariate mode unless the pipeline says otherwise."""
+    cls = choices.sampler_class(spec.sampler)
+    options = dict(spec.sampler_options)
+    allowed = choices.accepted_options(cls) if cls is not None else {}
+    if "seed" in allowed:
+        options.setdefault("seed", spec.seed)
+    if cls is not None and cls.__name__ == "TPESampler":
+        options.setdefault("multivariate", True)
+    return options
+
+
+def startup_trials(spec: HuntSpec) -> int | None:
+    """How many trials the sampler draws at random before it models anything (None: not a model)."""
+    cls = choices.sampler_class(spec.sampler)
+    if cls is None:
+        return None
+    value = choices.option_default(cls, "n_startup_trials", sampler_options(spec))
+    return int(value) if isinstance(value, int) else None
+
+
+def spec_warnings(spec: HuntSpec, *, trials: int | None = None, budgeted: bool = False) -> list[str]:
+    """Things that are valid but probably not meant (printed by the CLI, never fatal)."""
+    out = []
+    startup = startup_trials(spec)
+    wanted = spec.trials if trials is None else trials
+    if startup is not None and not budgeted and wanted <= startup:
+        out.append(
+            f"trials ({wanted}) <= the sampler's {startup} random start-up trials: {spec.sampler} never "
+            f"models anything; raise trials, lower sampler.n_startup_trials or give --hours"
+        )
+    return out
 
 
 def _corner_values(spec: HuntSpec) -> list[dict[str, Any]]:
@@ -392,8 +503,55 @@ def _check_corners(spec: HuntSpec) -> None:
             raise PipelineError(f"{where}: {exc}{at}") from None
 
 
-def load_pipeline(path: str | Path) -> HuntSpec:
-    """Read and validate a pipeline file."""
+def _override_value(text: str) -> Any:
+    """A command-line value read as YAML (``0.05``, ``[3, 4]``, ``true``), with ``1e-3`` a number too."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
+
+
+def apply_overrides(raw: Any, overrides: list[str] | tuple[str, ...]) -> Any:
+    """The parsed pipeline with ``FIELD=VALUE`` changes applied (dotted fields reach into mappings:
+    ``train.lr=0.05``, ``search.k.high=12``, ``sampler.n_startup_trials=5``); validation comes after."""
+    if not overrides:
+        return raw
+    if not isinstance(raw, dict):
+        raise PipelineError("expected a mapping at the top level")
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        field_path, sep, text = item.partition("=")
+        parts = field_path.strip().split(".")
+        if not sep or not all(parts):
+            raise PipelineError(f"override {item!r}: expected FIELD=VALUE, e.g. train.lr=0.05")
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif isinstance(child, str) and part in ("sampler", "pruner") and depth == 0:
+                child = node[part] = {"name": child}  # sampler: tpe -> {name: tpe, option: value}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise PipelineError(f"override {item!r}: {where} is {child!r}, not a mapping")
+            node = child
+        node[parts[-1]] = _override_value(text)
+    return out
+
+
+def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> HuntSpec:
+    """Read a pipeline file, apply command-line ``FIELD=VALUE`` overrides, and validate the result
+    (the overrides are kept in ``HuntSpec.overrides``)."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"{path}: pipeline file not found")
@@ -401,4 +559,12 @@ def load_pipeline(path: str | Path) -> HuntSpec:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise PipelineError(f"{path}: not valid YAML: {exc}") from None
-    return parse_pipeline(raw, source=str(path))
+    source = str(path)
+    try:
+        raw = apply_overrides(raw, overrides)
+    except PipelineError as exc:
+        raise PipelineError(f"{source}: {exc}") from None
+    if overrides:
+        source = f"{path} with {' '.join(overrides)}"
+    spec = parse_pipeline(raw, source=source)
+    return dataclasses.replace(spec, source=str(path), overrides=tuple(overrides))

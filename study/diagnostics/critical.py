@@ -36,6 +36,7 @@ class DiagnosticsConfig:
     escape_margin: float = 1e-7  # relative drop in loss that counts as an escape
     max_dense: int = 2048
     certify: bool = True
+    reverify: bool = True  # re-verify certified spurious minima (study.diagnostics.verify) in hunts
 
     def __post_init__(self) -> None:
         for name in ("gap_tol", "grad_tol", "eig_tol", "escape_radius", "escape_lr"):

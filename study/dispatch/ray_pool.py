@@ -10,7 +10,7 @@ from typing import Any
 import ray
 
 from study.record import RunBatch
-from study.runs import RunSpec, run_replicas
+from study.runs import RunSpec, run_replicas, verify_batch
 
 
 @dataclass(frozen=True)
@@ -67,12 +67,13 @@ def _loopback_only() -> None:
 
 @ray.remote(max_retries=2)
 def _run_chunk(spec: RunSpec, seeds: list[int]) -> RunBatch:
-    """One Ray task: a chunk of replicas, on the GPU Ray assigned to it if any."""
+    """One Ray task: a chunk of replicas, on the GPU Ray assigned to it if any; its certified spurious
+    minima are re-verified in float64 on the CPU before the chunk returns."""
     import torch
 
     torch.set_num_threads(1)
     device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    return run_replicas(spec, seeds, device=device)
+    return verify_batch(spec, run_replicas(spec, seeds, device=device))
 
 
 def submit_chunk(spec: RunSpec, seeds: list[int], *, gpu_fraction: float, use_gpu: bool) -> Any:

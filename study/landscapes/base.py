@@ -93,7 +93,10 @@ class Landscape(ABC):
         return torch.zeros(theta.shape[0], dtype=torch.long, device=theta.device)
 
     def hypotheses(self) -> dict[str, bool]:
-        """Hypotheses of this landscape's theorem, as flags for every run of this configuration."""
+        """Hypotheses of this landscape's theorem, as flags for every run of this configuration.
+
+        ``inside_theorem``: every hypothesis of a theorem that excludes spurious minima holds, so a
+        certified spurious minimum here would contradict it (re-verified more strictly)."""
         return {}
 
     def run_diagnostics(self, theta: Tensor) -> dict[str, Any]:

@@ -331,6 +331,7 @@ class Classification(Landscape):
         return {
             "regularized": self.cfg.regularization,
             "adversarial_init": self.cfg.init == "adversarial",
+            "inside_theorem": False,  # L5 is about bad global minima: no theorem excludes them
         }
 
     def config(self) -> dict[str, Any]:

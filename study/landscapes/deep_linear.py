@@ -168,10 +168,9 @@ class DeepLinear(Landscape):
     def hypotheses(self) -> dict[str, bool]:
         """Lu & Kawaguchi: X and Y of full row rank => every local minimum is global."""
         d0, dH = self.cfg.widths[0], self.cfg.widths[-1]
-        return {
-            "x_full_row_rank": int(torch.linalg.matrix_rank(self._X64)) == d0,
-            "y_full_row_rank": int(torch.linalg.matrix_rank(self._Y64)) == dH,
-        }
+        x_full = int(torch.linalg.matrix_rank(self._X64)) == d0
+        y_full = int(torch.linalg.matrix_rank(self._Y64)) == dH
+        return {"x_full_row_rank": x_full, "y_full_row_rank": y_full, "inside_theorem": x_full and y_full}
 
     def config(self) -> dict[str, Any]:
         return {"landscape": self.name, **asdict(self.cfg)}

@@ -188,8 +188,10 @@ class PiecewiseLinear(Landscape):
         )
 
     def hypotheses(self) -> dict[str, bool]:
-        """N <= d_{L-2} d_{L-1} (the theorem's over-parameterization), and whether noise is applied."""
-        return {"n_le_d0_d1": self.cfg.capacity >= self.cfg.N, "dropout_noise": self.cfg.noise != "none"}
+        """N <= d_{L-2} d_{L-1} (the theorem's over-parameterization), and whether noise is applied;
+        inside the theorem when both hold."""
+        capacity, noise = self.cfg.capacity >= self.cfg.N, self.cfg.noise != "none"
+        return {"n_le_d0_d1": capacity, "dropout_noise": noise, "inside_theorem": capacity and noise}
 
     def config(self) -> dict[str, Any]:
         return {"landscape": self.name, **asdict(self.cfg)}

@@ -267,10 +267,12 @@ class TeacherStudent(Landscape):
 
     # ---- facts --------------------------------------------------------------------------------------
     def hypotheses(self) -> dict[str, bool]:
+        """No theorem excludes spurious minima here (SCIENCE.md L1): never inside a theorem."""
         return {
             "orthonormal_teacher": self.cfg.teacher == "identity",
             "over_parameterized": self.cfg.n > self.cfg.k,
             "exact_parameterized": self.cfg.n == self.cfg.k,
+            "inside_theorem": False,
         }
 
     def config(self) -> dict[str, Any]:

@@ -9,18 +9,22 @@ from typing import Any
 
 import optuna
 
-from study.spec import HuntSpec, ParamSpec
+from study.search import choices
+from study.spec import HuntSpec, ParamSpec, sampler_options
 
 
 def make_sampler(spec: HuntSpec) -> optuna.samplers.BaseSampler:
-    """TPE (default, seeded), grid (every combination, for reproductions), random, or NSGA-II."""
-    if spec.sampler in ("grid", "random"):  # grid points are enqueued by the driver (enqueue_grid)
+    """The pipeline's sampler with its options (TPE seeded and multivariate by default); for a grid,
+    a seeded random sampler behind the queue of grid points (enqueue_grid)."""
+    if spec.sampler == "grid":
         return optuna.samplers.RandomSampler(seed=spec.seed)
-    if spec.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed, multivariate=True)
+    cls = choices.sampler_class(spec.sampler)
+    assert cls is not None, spec.sampler  # validated with the pipeline
+    sampler: optuna.samplers.BaseSampler = choices.build(cls, sampler_options(spec))
+    return sampler
 
 
+<<<<<<< HEAD
 def enqueue_grid(
     study: optuna.Study, spec: HuntSpec, *, skip: set[int] | frozenset[int] = frozenset()
 ) -> int:
@@ -29,6 +33,23 @@ def enqueue_grid(
     Ask-and-tell with Optuna's GridSampler raises once the grid is exhausted (it calls
     ``Study.stop``), so a grid is a queue of fixed trials instead: resumable and exact. Trials numbered
     in ``skip`` (cut short by an interruption and re-run) do not count as visited.
+=======
+def make_pruner(spec: HuntSpec) -> optuna.pruners.BasePruner:
+    """The pipeline's pruner (NopPruner unless it names one)."""
+    cls = choices.pruner_class(spec.pruner)
+    assert cls is not None, spec.pruner
+    pruner: optuna.pruners.BasePruner = choices.build(cls, spec.pruner_options)
+    return pruner
+
+
+def enqueue_grid(study: optuna.Study, spec: HuntSpec, *, limit: int | None = None) -> int:
+    """Enqueue grid points not yet finished, running or waiting (at most ``limit``); returns how many
+    were added.
+
+    Ask-and-tell with Optuna's GridSampler raises once the grid is exhausted (it calls
+    ``Study.stop``), so a grid is a queue of fixed trials instead: resumable and exact. The driver
+    queues one point before each ask, so a hunt that stops early leaves no trial waiting.
+>>>>>>> 3eff887 (Re-verification of certified spurious minima (float64 polish to 1e-13, certificate, escape test, family, re-run inside a theorem) in every chunk task, verdict tag; samplers and pruners by name with checked options, rate_bound pruner, repeats, command-line overrides)
     """
     labels = grid_labels(spec)
     names = list(labels)
@@ -39,6 +60,8 @@ def enqueue_grid(
         seen.add(tuple(t.params.get(n, t.system_attrs.get("fixed_params", {}).get(n)) for n in names))
     added = 0
     for combo in itertools.product(*(labels[n] for n in names)):
+        if limit is not None and added >= limit:
+            break
         if combo not in seen:
             study.enqueue_trial(dict(zip(names, combo, strict=True)))
             added += 1

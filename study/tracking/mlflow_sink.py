@@ -23,7 +23,12 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
+<<<<<<< HEAD
 from study.record import RunBatch
+=======
+from study.diagnostics.verify import VERDICT_TAG
+from study.runs import RunBatch
+>>>>>>> 3eff887 (Re-verification of certified spurious minima (float64 polish to 1e-13, certificate, escape test, family, re-run inside a theorem) in every chunk task, verdict tag; samplers and pruners by name with checked options, rate_bound pruner, repeats, command-line overrides)
 
 TAG_HUNT = "minima_hunt.hunt"
 TAG_KIND = "minima_hunt.kind"  # hunt | trial | run
@@ -192,6 +197,10 @@ class HuntTracker:
                 for name, value in data.items():
                     if name.startswith("hyp_"):
                         tags[name] = str(bool(value)).lower()
+                if data.get("verdict"):  # a re-verified counterexample (study.diagnostics.verify)
+                    tags[VERDICT_TAG] = str(data["verdict"])
+                    tags["verdict_reason"] = str(data.get("verdict_reason", ""))[:5000]
+                    tags["family"] = str(data.get("family", ""))
                 params = {**params_common, "seed": seed}
                 records.append((key, tags, params, metrics, curve, row_index, data))
             if not records:

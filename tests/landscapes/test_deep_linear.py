@@ -62,9 +62,10 @@ def test_hypotheses_follow_the_data_rank() -> None:
     assert make_landscape("deep_linear", {"widths": (3, 3), "m": 10}).hypotheses() == {
         "x_full_row_rank": True,
         "y_full_row_rank": True,
+        "inside_theorem": True,
     }
     flags = make_landscape("deep_linear", {"widths": (3, 3), "m": 10, "x_rank": 2}).hypotheses()
-    assert flags == {"x_full_row_rank": False, "y_full_row_rank": True}
+    assert flags == {"x_full_row_rank": False, "y_full_row_rank": True, "inside_theorem": False}
     assert not make_landscape("deep_linear", {"widths": (5, 3), "m": 4}).hypotheses()["x_full_row_rank"]
 
 

@@ -113,3 +113,73 @@ def test_cli_unreachable_storage_exits_2_and_writes_nothing(tmp_path):
     assert proc.returncode == 2
     assert "storage or tracking store failed" in proc.stderr
     assert not out.exists()
+
+
+# ---- samplers, pruners, repeats and command-line overrides (issue 11) ---------------------------------
+@pytest.mark.parametrize(
+    "raw,message",
+    [
+        (with_(sampler={"name": "tpe", "n_start": 5}), "sampler.n_start: unknown option for TPESampler"),
+        (with_(sampler={"name": 3}), "sampler.name: expected a sampler name"),
+        (with_(sampler={"name": "tpe", "n_startup_trials": "five"}), "sampler.n_startup_trials: expected an"),
+        (with_(sampler={"name": "nsga2", "population_size": 1}), "sampler: NSGAIISampler("),
+        (with_(sampler={"name": "grid", "seed": 1}), "sampler: the grid takes no options"),
+        (with_(pruner="sometimes"), "pruner: unknown pruner 'sometimes'"),
+        (with_(pruner={"name": "median", "warmup": 3}), "pruner.warmup: unknown option for MedianPruner"),
+        (with_(pruner={"name": "rate_bound", "confidence": 2.0}), "confidence must be in (0, 1)"),
+        (with_(pruner="rate_bound", objective="max_gap"), "pruner: rate_bound needs a rate objective"),
+        (with_(pruner="median", objective=["spurious_rate", "max_gap"]), "single-objective hunts only"),
+        (with_(repeats="forever"), "repeats: expected one of ['accumulate', 'skip']"),
+    ],
+)
+def test_bad_search_choices_name_the_field(raw, message):
+    with pytest.raises(PipelineError) as info:
+        parse_pipeline(raw)
+    assert message in str(info.value)
+
+
+def test_any_optuna_sampler_and_pruner_by_name_with_options():
+    import optuna
+
+    from study.search.samplers import make_pruner, make_sampler
+    from study.spec import spec_warnings, startup_trials
+
+    spec = parse_pipeline(with_(sampler={"name": "tpe", "n_startup_trials": 5, "seed": 3}, trials=12))
+    sampler = make_sampler(spec)
+    assert isinstance(sampler, optuna.samplers.TPESampler)
+    assert startup_trials(spec) == 5 and spec_warnings(spec) == []
+    for name, cls in [
+        ("BruteForceSampler", optuna.samplers.BruteForceSampler),
+        ("brute_force", optuna.samplers.BruteForceSampler),
+        ("qmc", optuna.samplers.QMCSampler),
+        ("nsga2", optuna.samplers.NSGAIISampler),
+        ("random", optuna.samplers.RandomSampler),
+    ]:
+        assert isinstance(make_sampler(parse_pipeline(with_(sampler=name))), cls), name
+    assert isinstance(make_pruner(parse_pipeline(GOOD)), optuna.pruners.NopPruner)
+    median = make_pruner(parse_pipeline(with_(pruner={"name": "median", "n_startup_trials": 2})))
+    assert isinstance(median, optuna.pruners.MedianPruner)
+    # TPE's default start-up is 10 random trials: 8 trials never reach the model
+    (warning,) = spec_warnings(parse_pipeline(with_(sampler="tpe", trials=8)))
+    assert "10 random start-up trials" in warning
+    assert spec_warnings(parse_pipeline(with_(sampler="tpe", trials=8)), budgeted=True) == []
+
+
+def test_overrides_are_validated_like_the_file_and_recorded(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(GOOD))
+    spec = load_pipeline(path, ["train.lr=0.05", "runs_per_trial=64", "sampler.n_startup_trials=3"])
+    assert spec.train.lr == 0.05 and spec.runs_per_trial == 64
+    assert spec.sampler == "tpe" and spec.sampler_options == {"n_startup_trials": 3}
+    assert spec.overrides == ("train.lr=0.05", "runs_per_trial=64", "sampler.n_startup_trials=3")
+    assert load_pipeline(path, ["train.tol=1e-7", "search.k.high=6"]).train.tol == 1e-7
+    for overrides, message in [
+        (["train.lr=abc"], "train.lr: expected a number, got 'abc'"),
+        (["runs_per_trial=0"], "runs_per_trial: must be >= 1"),
+        (["lr"], "override 'lr': expected FIELD=VALUE"),
+        (["runs_per_trial.x=1"], "runs_per_trial is 4, not a mapping"),
+        (["colour=blue"], "unknown top-level field(s) ['colour']"),
+    ]:
+        with pytest.raises(PipelineError) as info:
+            load_pipeline(path, overrides)
+        assert message in str(info.value) and str(path) in str(info.value), info.value

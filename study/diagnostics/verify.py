@@ -1,0 +1,221 @@
+"""Re-verification of certified spurious minima before a hunt reports them as counterexamples.
+
+A run classified ``spurious_minimum`` with a certificate is re-checked from scratch, in float64:
+
+1. polished by Newton steps (plain descent where Newton stalls) to stationarity <= ``stationarity_tol``;
+2. re-classified at the polished point and its certificate recomputed (a true minimum within r);
+3. escape test: perturbations of ``escape_radius`` followed by descent must not end lower;
+4. its family assigned: the loss and a digest of the sorted Hessian spectrum, both invariant under the
+   landscape's symmetries, so symmetric copies of one minimum share a family;
+5. inside a theorem's hypotheses (the run's ``hyp_inside_theorem`` flag), additionally re-trained
+   from its initialization with a tolerance ``rerun_tol_factor`` times tighter: the re-run must end at a
+   certified spurious minimum of the same loss.
+
+Verdicts: ``contradiction_candidate`` (survived all checks inside a theorem's hypotheses: a bug or a
+finding), ``confirmed`` (survived, outside any theorem's hypotheses: the hypothesis is needed) and
+``rejected`` (a check failed; ``reason`` says which).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from study.diagnostics.critical import DiagnosticsConfig, classify, escape_test
+from study.diagnostics.families import family_key
+from study.landscapes.base import Landscape
+from study.training.gd import TrainConfig, train
+
+VERDICTS = ("contradiction_candidate", "confirmed", "rejected")  # the order summaries list them in
+VERDICT_TAG = "verdict"  # the MLflow tag a reviewer filters on: tags.verdict = "confirmed"
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """Tolerances of the re-check (tighter than any pipeline's)."""
+
+    stationarity_tol: float = 1e-13
+    newton_max_steps: int = 100
+    descent_max_steps: int = 200_000  # plain descent after Newton stalls
+    rerun_tol_factor: float = 1e-3  # the re-run from the initialization stops at tol * this
+    loss_match: float = 1e-7  # relative agreement of the re-run's loss with the polished loss
+
+    def __post_init__(self) -> None:
+        for name in ("stationarity_tol", "rerun_tol_factor", "loss_match"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Outcome of re-verifying one end point; numbers are NaN where the check did not get that far."""
+
+    verdict: str  # one of VERDICTS
+    reason: str
+    loss: float  # at the polished point
+    stationarity: float
+    radius: float  # the recomputed certificate's radius
+    family: str
+    rerun_loss: float  # inside a theorem's hypotheses: loss of the re-run from the initialization
+
+    def columns(self) -> dict[str, object]:
+        """The run-record columns this verdict adds (``verified_*``)."""
+        return {
+            "verdict": self.verdict,
+            "verdict_reason": self.reason,
+            "verified_loss": self.loss,
+            "verified_stationarity": self.stationarity,
+            "verified_radius": self.radius,
+            "family": self.family,
+            "rerun_loss": self.rerun_loss,
+        }
+
+
+def polish(landscape: Landscape, theta: Tensor, *, lr: float, config: VerifyConfig) -> Tensor:
+    """Newton steps from ``theta: (R, P)`` to stationarity <= ``config.stationarity_tol`` (float64);
+    replicas where Newton stalls finish with plain gradient descent of step ``lr``."""
+    polish_config = TrainConfig(
+        lr=lr,
+        tol=config.stationarity_tol,
+        max_steps=config.descent_max_steps,
+        newton_polish=True,
+        newton_polish_at=math.inf,  # Newton from the first step: the points are already critical
+        newton_max_steps=config.newton_max_steps,
+        curve_points=1,  # the loss curve is not needed
+    )
+    return train(landscape, theta.to(torch.float64), polish_config).theta
+
+
+def _rechecked(
+    landscape: Landscape, theta: Tensor, seeds: list[int], diagnostics: DiagnosticsConfig, tol: float
+) -> tuple[list[dict[str, object]], np.ndarray]:
+    """Classify at stationarity tolerance ``tol`` with the certificate on; rows and spectra ``(R, P)``."""
+    strict = dataclasses.replace(diagnostics, grad_tol=tol, certify=True)
+    frame, spectrum = classify(landscape, theta, seeds=seeds, config=strict)
+    return frame.to_dict("records"), spectrum.eigenvalues.detach().cpu().numpy()
+
+
+def reverify(
+    landscape: Landscape,
+    theta: Tensor,
+    theta0: Tensor,
+    seeds: list[int],
+    *,
+    inside_theorem: Sequence[bool],
+    train_config: TrainConfig,
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig(),
+    config: VerifyConfig = VerifyConfig(),
+) -> list[Verdict]:
+    """Re-verify R reported counterexamples ``theta: (R, P)`` trained from ``theta0: (R, P)``.
+
+    ``landscape`` must be the float64 landscape of their configuration; ``train_config`` is the
+    configuration the runs were trained with (its step and budget are reused for the re-run).
+    """
+    if landscape.dtype != torch.float64:
+        raise ValueError(f"re-verification runs in float64, got a {landscape.dtype} landscape")
+    R = theta.shape[0]
+    if R == 0:
+        return []
+    polished = polish(landscape, theta, lr=train_config.lr, config=config)  # (R, P)
+    rows, eigenvalues = _rechecked(landscape, polished, seeds, diagnostics, config.stationarity_tol)
+    escaped = escape_test(landscape, polished, seeds, diagnostics).tolist()
+
+    rerun_rows: dict[int, dict[str, object]] = {}
+    inside = [r for r in range(R) if bool(inside_theorem[r])]
+    if inside:
+        tight = dataclasses.replace(
+            train_config,
+            tol=train_config.tol * config.rerun_tol_factor,
+            newton_polish=True,
+            curve_points=1,  # the loss curve is not needed
+        )
+        start = theta0[inside].to(device=landscape.device, dtype=torch.float64)
+        rerun = train(landscape, start, tight).theta  # (I, P)
+        found, _ = _rechecked(landscape, rerun, [seeds[r] for r in inside], diagnostics, tight.tol)
+        rerun_rows = dict(zip(inside, found, strict=True))
+
+    verdicts = []
+    for r, row in enumerate(rows):
+        loss = float(row["loss"])  # type: ignore[arg-type]
+        stat = float(row["stationarity"])  # type: ignore[arg-type]
+        radius = float(row["radius"])  # type: ignore[arg-type]
+        family = family_key(loss, eigenvalues[r], np.zeros(0)) if eigenvalues.shape[1] else f"{loss:.6g}"
+        rerun_loss = math.nan
+        reason = ""
+        if not stat <= config.stationarity_tol:
+            reason = f"polishing stopped at stationarity {stat:.3g} > {config.stationarity_tol:.0e}"
+        elif row["critical_point"] != "spurious_minimum":
+            reason = f"re-classified as {row['critical_point']} after polishing"
+        elif not bool(row["certified"]):
+            reason = f"certificate fails after polishing: {row['certificate']}"
+        elif escaped[r]:
+            reason = (
+                f"escape test: descent from a perturbation of radius {diagnostics.escape_radius:g} ends lower"
+            )
+        elif r in rerun_rows:
+            again = rerun_rows[r]
+            rerun_loss = float(again["loss"])  # type: ignore[arg-type]
+            same = abs(rerun_loss - loss) <= config.loss_match * max(1.0, abs(loss))
+            ends = "re-run from its initialization ends at"
+            if again["critical_point"] != "spurious_minimum" or not bool(again["certified"]):
+                reason = f"{ends} {again['critical_point']} (loss {rerun_loss:.6g})"
+            elif not same:
+                reason = f"{ends} another minimum (loss {rerun_loss:.6g})"
+        if reason:
+            verdict = "rejected"
+        else:
+            verdict = "contradiction_candidate" if r in rerun_rows else "confirmed"
+            reason = (
+                "inside the theorem's hypotheses" if r in rerun_rows else "outside any theorem's hypotheses"
+            )
+        verdicts.append(Verdict(verdict, reason, loss, stat, radius, family, rerun_loss))
+    return verdicts
+
+
+_BLANK = Verdict("", "", math.nan, math.nan, math.nan, "", math.nan)  # a run that was not re-verified
+VERDICT_COLUMNS = tuple(_BLANK.columns())
+
+
+def with_verdicts(
+    landscape: Landscape,
+    frame: pd.DataFrame,
+    theta: np.ndarray,
+    theta0: np.ndarray,
+    *,
+    train_config: TrainConfig,
+    diagnostics: DiagnosticsConfig = DiagnosticsConfig(),
+    config: VerifyConfig = VerifyConfig(),
+) -> pd.DataFrame:
+    """``frame`` (one row per run, aligned with ``theta, theta0: (R, P)``) with the verdict columns:
+    rows classified as certified spurious minima are re-verified, the others get an empty verdict."""
+    out = frame.copy()
+    for name, value in _BLANK.columns().items():
+        out[name] = value
+    chosen = np.flatnonzero(
+        (frame["critical_point"] == "spurious_minimum").to_numpy()
+        & frame["certified"].astype(bool).to_numpy()
+    )
+    if len(chosen) == 0:
+        return out
+    inside = frame.get("hyp_inside_theorem", pd.Series(False, index=frame.index)).astype(bool).to_numpy()
+    verdicts = reverify(
+        landscape,
+        torch.as_tensor(theta[chosen], dtype=torch.float64, device=landscape.device),
+        torch.as_tensor(theta0[chosen], dtype=torch.float64, device=landscape.device),
+        [int(s) for s in frame["seed"].to_numpy()[chosen]],
+        inside_theorem=inside[chosen].tolist(),
+        train_config=train_config,
+        diagnostics=diagnostics,
+        config=config,
+    )
+    for row, verdict in zip(chosen, verdicts, strict=True):
+        for name, value in verdict.columns().items():
+            out.loc[out.index[row], name] = value
+    return out
