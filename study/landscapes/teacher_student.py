@@ -27,13 +27,19 @@ _TINY = 1e-300
 
 @dataclass(frozen=True)
 class TeacherStudentConfig:
-    """k teacher neurons, n student neurons, input dimension d (d = k by default), teacher V."""
+    """k teacher neurons, n student neurons, input dimension d (d = k by default), teacher V.
+
+    teacher: "identity" (V = I_k padded to d), "gaussian" (seeded, unit rows) or "non_orthogonal"
+    (unit rows with every pairwise cosine equal to ``teacher_cos``: the Cholesky factor of the Gram
+    matrix (1 - c) I + c 11^T, padded to d).
+    """
 
     k: int
     n: int
     d: int | None = None
-    teacher: str = "identity"  # "identity" (V = I_k padded to d) or "gaussian" (seeded, unit rows)
+    teacher: str = "identity"
     teacher_seed: int = 0
+    teacher_cos: float = 0.5  # "non_orthogonal" only
 
     @property
     def dim(self) -> int:
@@ -45,16 +51,27 @@ class TeacherStudentConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.d is not None and self.d < 1:
             raise ValueError(f"d must be >= 1, got {self.d}")
-        if self.teacher == "identity" and self.dim < self.k:
-            raise ValueError(f"d must be >= k for the identity teacher, got d={self.dim} < k={self.k}")
-        if self.teacher not in ("identity", "gaussian"):
-            raise ValueError(f"teacher must be 'identity' or 'gaussian', got {self.teacher!r}")
+        if self.teacher in ("identity", "non_orthogonal") and self.dim < self.k:
+            raise ValueError(f"d must be >= k for the {self.teacher} teacher, got d={self.dim} < k={self.k}")
+        if self.teacher not in ("identity", "gaussian", "non_orthogonal"):
+            raise ValueError(
+                f"teacher must be 'identity', 'gaussian' or 'non_orthogonal', got {self.teacher!r}"
+            )
+        if not -1.0 / max(1, self.k - 1) < self.teacher_cos < 1.0:
+            raise ValueError(f"teacher_cos must be in (-1/(k-1), 1), got {self.teacher_cos}")
 
 
 def teacher_matrix(config: TeacherStudentConfig) -> Tensor:
-    """Teacher ``V: (k, d)`` in float64: I_k (zero-padded) or seeded Gaussian rows of unit norm."""
+    """Teacher ``V: (k, d)`` in float64: I_k (zero-padded), equiangular unit rows, or seeded Gaussian
+    rows of unit norm."""
     if config.teacher == "identity":
         return torch.eye(config.k, config.dim, dtype=torch.float64)
+    if config.teacher == "non_orthogonal":
+        c = config.teacher_cos
+        gram = (1 - c) * torch.eye(config.k, dtype=torch.float64) + c  # (k, k), positive definite
+        V = torch.zeros(config.k, config.dim, dtype=torch.float64)
+        V[:, : config.k] = torch.linalg.cholesky(gram)
+        return V
     gen = torch.Generator().manual_seed(config.teacher_seed)
     V = torch.randn(config.k, config.dim, generator=gen, dtype=torch.float64)
     return V / V.norm(dim=1, keepdim=True)

@@ -142,3 +142,18 @@ def test_cuda_matches_cpu():
     theta = cpu.init(list(range(8)))
     torch.testing.assert_close(gpu.grad(theta.cuda()).cpu(), cpu.grad(theta), rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(gpu.hessian(theta.cuda()).cpu(), cpu.hessian(theta), rtol=1e-10, atol=1e-12)
+
+
+def test_non_orthogonal_teacher_is_equiangular_and_realizable():
+    """V V^T = (1 - c) I + c 11^T (padded to d > k); the student W = V is a global minimum."""
+    config = TeacherStudentConfig(k=4, n=4, d=6, teacher="non_orthogonal", teacher_cos=0.3)
+    landscape = TeacherStudent(config)
+    V = landscape.V
+    gram = (1 - 0.3) * torch.eye(4, dtype=torch.float64) + 0.3
+    assert torch.allclose(V @ V.T, gram, atol=1e-14) and bool((V[:, 4:] == 0).all())
+    theta = V.reshape(1, -1)
+    assert abs(float(landscape.loss(theta))) < 1e-14
+    assert float(landscape.grad(theta).abs().max()) < 1e-13
+    assert not landscape.hypotheses()["orthonormal_teacher"]
+    with pytest.raises(ValueError, match="teacher_cos"):
+        TeacherStudentConfig(k=4, n=4, teacher="non_orthogonal", teacher_cos=-0.5)
