@@ -24,16 +24,6 @@ def make_sampler(spec: HuntSpec) -> optuna.samplers.BaseSampler:
     return sampler
 
 
-<<<<<<< HEAD
-def enqueue_grid(
-    study: optuna.Study, spec: HuntSpec, *, skip: set[int] | frozenset[int] = frozenset()
-) -> int:
-    """Enqueue every grid point not yet finished, running or waiting; returns how many were added.
-
-    Ask-and-tell with Optuna's GridSampler raises once the grid is exhausted (it calls
-    ``Study.stop``), so a grid is a queue of fixed trials instead: resumable and exact. Trials numbered
-    in ``skip`` (cut short by an interruption and re-run) do not count as visited.
-=======
 def make_pruner(spec: HuntSpec) -> optuna.pruners.BasePruner:
     """The pipeline's pruner (NopPruner unless it names one)."""
     cls = choices.pruner_class(spec.pruner)
@@ -42,14 +32,20 @@ def make_pruner(spec: HuntSpec) -> optuna.pruners.BasePruner:
     return pruner
 
 
-def enqueue_grid(study: optuna.Study, spec: HuntSpec, *, limit: int | None = None) -> int:
+def enqueue_grid(
+    study: optuna.Study,
+    spec: HuntSpec,
+    *,
+    skip: set[int] | frozenset[int] = frozenset(),
+    limit: int | None = None,
+) -> int:
     """Enqueue grid points not yet finished, running or waiting (at most ``limit``); returns how many
     were added.
 
     Ask-and-tell with Optuna's GridSampler raises once the grid is exhausted (it calls
-    ``Study.stop``), so a grid is a queue of fixed trials instead: resumable and exact. The driver
-    queues one point before each ask, so a hunt that stops early leaves no trial waiting.
->>>>>>> 3eff887 (Re-verification of certified spurious minima (float64 polish to 1e-13, certificate, escape test, family, re-run inside a theorem) in every chunk task, verdict tag; samplers and pruners by name with checked options, rate_bound pruner, repeats, command-line overrides)
+    ``Study.stop``), so a grid is a queue of fixed trials instead: resumable and exact. Trials numbered
+    in ``skip`` (cut short by an interruption and re-run) do not count as visited. The driver queues
+    one point before each ask, so a hunt that stops early leaves no trial waiting.
     """
     labels = grid_labels(spec)
     names = list(labels)

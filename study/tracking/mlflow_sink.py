@@ -23,12 +23,8 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-<<<<<<< HEAD
-from study.record import RunBatch
-=======
 from study.diagnostics.verify import VERDICT_TAG
-from study.runs import RunBatch
->>>>>>> 3eff887 (Re-verification of certified spurious minima (float64 polish to 1e-13, certificate, escape test, family, re-run inside a theorem) in every chunk task, verdict tag; samplers and pruners by name with checked options, rate_bound pruner, repeats, command-line overrides)
+from study.record import RunBatch
 
 TAG_HUNT = "minima_hunt.hunt"
 TAG_KIND = "minima_hunt.kind"  # hunt | trial | run
