@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import ray
 
+from study.dispatch import local_ray
+from study.dispatch.local_ray import LocalNode
 from study.record import RunBatch
 from study.runs import RunSpec, run_replicas, verify_batch
 
@@ -22,9 +26,13 @@ class ClusterInfo:
     gpus: float
 
 
+_LOCAL: list[LocalNode] = []  # the head this process started (stopped by shutdown or at exit)
+
+
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> ClusterInfo:
-    """Join ``address`` (``auto``, ``ray://...`` or ``HOST:PORT``) or start a local instance bound to
-    127.0.0.1 with the dashboard off; idempotent within a process."""
+    """Join ``address`` (``auto``, ``ray://...`` or ``HOST:PORT``) or, for ``None``, start a private
+    local head on 127.0.0.1 (free ports, its own temporary directory, no dashboard: see
+    :mod:`study.dispatch.local_ray`) and join it; idempotent within a process."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if not ray.is_initialized():
         env = {
@@ -35,30 +43,52 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Clus
                 "OMP_NUM_THREADS": "1",
             }
         }
+        node_ip: dict[str, Any] = {}
         if address is None:
+            main_thread = threading.current_thread() is threading.main_thread()
+            head = local_ray.start_head(num_cpus=num_cpus, die_with_parent=main_thread)
+            _LOCAL.append(head)
+            atexit.register(shutdown)
+            _use_token(head.auth_env)
+            address = head.gcs_address
+        if _on_loopback(address):
             _loopback_only()
-            ray.init(
-                num_cpus=num_cpus,
-                _node_ip_address="127.0.0.1",
-                include_dashboard=False,
-                log_to_driver=False,
-                runtime_env=env,
-                logging_level=logging.ERROR,
-            )
-        else:
-            ray.init(address=address, log_to_driver=False, runtime_env=env, logging_level=logging.ERROR)
+            node_ip = {"_node_ip_address": "127.0.0.1"}
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            runtime_env=env,
+            logging_level=logging.ERROR,
+            **node_ip,
+        )
     resources = ray.cluster_resources()
     return ClusterInfo(
-        address=address or "local",
+        address="local" if _LOCAL else str(address),
         cpus=int(resources.get("CPU", 1)),
         gpus=float(resources.get("GPU", 0.0)),
     )
 
 
+def _use_token(auth_env: dict[str, str]) -> None:
+    """Give this driver the head's token. Ray reads the authentication mode into its configuration when
+    it is imported (and caches the token on first use): both are reloaded here, as ``ray.init`` does
+    for a cluster it starts itself."""
+    from ray._raylet import AuthenticationTokenLoader, Config  # type: ignore[attr-defined]
+
+    os.environ.update(auth_env)
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _on_loopback(address: str) -> bool:
+    host = address.split("://")[-1].rsplit(":", 1)[0]
+    return host in ("127.0.0.1", "localhost")
+
+
 def _loopback_only() -> None:
-    """Keep a local instance on 127.0.0.1: ``ray.init(_node_ip_address="127.0.0.1")`` alone is turned
-    into the machine's external address by Ray (``resolve_ip_for_localhost``); with cluster mode off,
-    Ray resolves the node address to the loopback and binds its servers there (as on macOS)."""
+    """Keep this driver on 127.0.0.1: with Ray's cluster mode on (the default on Linux), Ray turns the
+    loopback address of a head into the machine's external address (``resolve_ip_for_localhost``) and
+    cannot reach servers bound to 127.0.0.1; off, the addresses stay as given (as on macOS)."""
     from ray._private import ray_constants
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # read by the processes Ray starts
@@ -85,5 +115,8 @@ def submit_chunk(spec: RunSpec, seeds: list[int], *, gpu_fraction: float, use_gp
 
 
 def shutdown() -> None:
+    """Leave the cluster, and stop the local head if this process started one."""
     if ray.is_initialized():
         ray.shutdown()
+    while _LOCAL:
+        _LOCAL.pop().stop()

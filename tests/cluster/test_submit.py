@@ -3,14 +3,9 @@ definition they send."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +14,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from study.dispatch import local_ray
 from study.dispatch.jobs import EXCLUDES, PIPELINE_ENV, TELEMETRY_OFF, hunt_job, project_root
 from tests.cluster.conftest import free_port, tiny_pipeline
 
@@ -81,66 +77,23 @@ def test_cluster_commands_fail_in_one_line_with_exit_2(tmp_path):
 
 
 # ---- a real head --------------------------------------------------------------------------------
-def _processes_of(pid: int, temp_dir: str) -> list:
-    """The head's processes: descendants of `ray start --block` and anything naming its temp dir."""
-    import psutil
-
-    found = {}
-    try:
-        for proc in [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]:
-            found[proc.pid] = proc
-    except psutil.NoSuchProcess:
-        pass
-    for proc in psutil.process_iter(["cmdline"]):
-        if any(temp_dir in part for part in proc.info["cmdline"] or ()):
-            found[proc.pid] = proc
-    return list(found.values())
-
-
 @pytest.fixture
 def ray_head():
-    """`ray start --head --block` on 127.0.0.1 with its own ports, temp dir and auth token. Stopped by
-    signalling that process (it stops its own node) and killing what is left of it: never `ray stop`,
-    which would stop every Ray on the machine, the in-process one of other tests included."""
-    import psutil
+    """A head with its job API on 127.0.0.1: its own ports, temp dir and auth token; stopped at the end
+    (its own process group: never `ray stop`, which would stop every Ray on the machine)."""
     from ray.job_submission import JobSubmissionClient
 
-    temp_dir = tempfile.mkdtemp(prefix="mh-ray-", dir="/tmp")  # short: Ray's socket paths must fit
-    token = secrets.token_hex(32)
-    dashboard_port = free_port()
     env = {
         **os.environ,
         **TELEMETRY_OFF,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN": token,
-        # Ray turns `--node-ip-address 127.0.0.1` into the machine's external address unless its
-        # cluster mode is off; off, the head's servers resolve and bind to the loopback
-        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
         # the job's entrypoint runs `python`: this interpreter, as in an activated environment
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    env.pop("RAY_ADDRESS", None)
-    command = [
-        str(Path(sys.executable).parent / "ray"),
-        "start",
-        "--head",
-        "--block",
-        "--node-ip-address=127.0.0.1",
-        f"--port={free_port()}",
-        "--include-dashboard=true",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard_port}",
-        f"--ray-client-server-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}",
-        "--num-cpus=2",
-        "--disable-usage-stats",
-        f"--temp-dir={temp_dir}",
-    ]
-    log_path = Path(temp_dir) / "ray-start.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed below
-    head = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    address = f"http://127.0.0.1:{dashboard_port}"
-    headers = {"authorization": f"Bearer {token}"}
+    head = local_ray.start_head(num_cpus=2, job_api=True, env=env)
+    env = {**env, **head.auth_env, **local_ray.loopback_env()}
+    address = head.dashboard_address
+    assert address is not None
+    headers = {"authorization": f"Bearer {head.auth_env['RAY_AUTH_TOKEN']}"}
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -148,24 +101,12 @@ def ray_head():
                 client = JobSubmissionClient(address, headers=headers)
                 break
             except Exception:  # not up yet: connection refused, 5xx while the job module starts
-                if head.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the Ray head did not come up:\n{log_path.read_text()[-5000:]}")
+                if not head.alive() or time.monotonic() > deadline:
+                    pytest.fail(f"the Ray head did not come up:\n{head.log_path.read_text()[-5000:]}")
                 time.sleep(1)
-        yield address, client, {**env, "RAY_AUTH_MODE": "token"}
+        yield address, client, env
     finally:
-        processes = _processes_of(head.pid, temp_dir)
-        head.send_signal(signal.SIGTERM)
-        try:
-            head.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            head.kill()
-        _, alive = psutil.wait_procs(processes, timeout=10)
-        for proc in alive:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.kill()
-        psutil.wait_procs(alive, timeout=10)
-        log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        head.stop()
 
 
 @pytest.mark.timeout(300)
