@@ -106,6 +106,7 @@ def run_replicas(
     frame.insert(2, "restarts", result.restarts.cpu().numpy())
     frame["final_lr"] = result.lr.cpu().numpy()
     frame["converged"] = result.converged.cpu().numpy()
+    frame["stop_reason"] = result.stop_reason
     frame["train_seconds_per_run"] = train_seconds / max(1, len(seeds))
     frame["seconds_per_run"] = (time.perf_counter() - start) / max(1, len(seeds))
     frame["device"] = device_name(device)

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from study.diagnostics.spectrum import Spectrum, hessian_spectrum
 from study.landscapes.base import Landscape, seeded_normal
-from study.record.schema import CLASSES
+from study.record.schema import CLASSES, PARAM_PREFIX
 
 __all__ = ["CLASSES", "DiagnosticsConfig", "classify", "escape_test"]
 
@@ -24,6 +24,8 @@ class DiagnosticsConfig:
     gap_tol: a converged run with loss - L* <= gap_tol is a global minimum, else it is spurious or a
     saddle. grad_tol: stationarity (the landscape's stopping measure) at most this is a critical point.
     eig_tol: |lambda| <= eig_tol is a zero eigenvalue, lambda < -eig_tol a negative one.
+    kink_tol, kink_grad_tol: settle runs that end ``not_converged`` on a piecewise-smooth landscape (see
+    :func:`settle_kinks`).
     """
 
     gap_tol: float = 1e-3
@@ -37,6 +39,8 @@ class DiagnosticsConfig:
     max_dense: int = 2048
     certify: bool = True
     reverify: bool = True  # re-verify certified spurious minima (study.diagnostics.verify) in hunts
+    kink_tol: float = 1e-4  # |pre-activation| at most this counts as sitting at a kink
+    kink_grad_tol: float = 1e-3  # a generalized gradient this small makes a kink a critical point
 
     def __post_init__(self) -> None:
         for name in ("gap_tol", "grad_tol", "eig_tol", "escape_radius", "escape_lr"):
@@ -46,10 +50,14 @@ class DiagnosticsConfig:
 
 def escape_test(landscape: Landscape, theta: Tensor, seeds: list[int], config: DiagnosticsConfig) -> Tensor:
     """Perturb each point M times by ``escape_radius`` (random unit directions) and run plain gradient
-    descent; escaped when some descent ends below the point's loss by a relative ``escape_margin``.
+    descent; escaped when the loss somewhere along some descent falls below the point's loss by a
+    relative ``escape_margin``.
 
     ``theta: (R, P) -> (R,) bool``. A minimum (even a degenerate one) cannot be escaped this way; a
-    saddle, including one with no negative curvature (the origin of a deep linear net), can.
+    saddle, including one with no negative curvature (the origin of a deep linear net), can. The loss is
+    tracked at every step, so a descent that runs off towards -inf (a saddle unbounded below) counts as
+    escaped even when its iterate later overflows to inf or NaN; a trajectory stops once it has escaped
+    or its iterate is no longer finite.
     """
     R, P = theta.shape
     M = config.escape_perturbations
@@ -58,14 +66,22 @@ def escape_test(landscape: Landscape, theta: Tensor, seeds: list[int], config: D
     dirs = seeded_normal(escape_seeds, (M, P), dtype=theta.dtype, device=theta.device)  # (R, M, P)
     dirs = dirs / dirs.norm(dim=-1, keepdim=True)
     x = (theta.unsqueeze(1) + config.escape_radius * dirs).reshape(R * M, P)
-    for _ in range(config.escape_steps):
-        g = landscape.grad(x)
-        g = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
-        x = x - config.escape_lr * g
-    final = landscape.loss(x).reshape(R, M)
-    final = torch.where(torch.isfinite(final), final, torch.full_like(final, math.inf))
     margin = config.escape_margin * base.abs().clamp_min(1e-3)
-    return final.amin(dim=1) < base - margin
+    threshold = (base - margin).repeat_interleave(M)  # (R * M,)
+    lowest = landscape.loss(x)  # (R * M,) lowest loss seen along each descent (fmin skips NaN)
+    lowest = torch.where(torch.isnan(lowest), torch.full_like(lowest, math.inf), lowest)
+    active = torch.isfinite(x).all(dim=-1) & ~(lowest < threshold)
+    for _ in range(config.escape_steps):
+        rows = torch.nonzero(active).squeeze(-1)
+        if rows.numel() == 0:
+            break
+        step = x[rows] - config.escape_lr * landscape.grad(x[rows])  # (A, P)
+        value = landscape.loss(step)  # (A,)
+        x[rows] = step
+        lowest[rows] = torch.fmin(lowest[rows], value)
+        stop = (value < threshold[rows]) | ~torch.isfinite(value) | ~torch.isfinite(step).all(dim=-1)
+        active[rows[stop]] = False
+    return (lowest < threshold).reshape(R, M).any(dim=1)
 
 
 def classify(
@@ -103,31 +119,42 @@ def classify(
         n_zero = (spectrum.lambda_min.abs() <= config.eig_tol).long()
     expected_zero = landscape.expected_zero_eigenvalues(safe).to(n_zero.device)
     l_star = landscape.optimal_loss
-    l_star_source = "landscape"
-    if not math.isfinite(l_star):
-        # no closed form or reference solver: the best converged end point of this batch stands in
-        ok = ~bad & (stat <= config.grad_tol)
-        l_star = float(loss[ok].min()) if bool(ok.any()) else math.nan
-        l_star_source = "best of batch"
-    gap = loss - l_star if math.isfinite(l_star) else torch.full_like(loss, math.nan)
-
-    classes: list[str] = []
+    known = math.isfinite(l_star)
+    # the second-order verdict of each converged end point, independent of L*
+    second_order: list[str] = []
+    converged: list[bool] = []
     for r in range(R):
-        if bool(bad[r]):
-            classes.append("diverged")
-        elif float(stat[r]) > config.grad_tol:
-            classes.append("not_converged")
-        elif math.isfinite(float(gap[r])) and float(gap[r]) <= config.gap_tol:
-            classes.append("global_minimum")
+        ok = not bool(bad[r]) and float(stat[r]) <= config.grad_tol
+        converged.append(ok)
+        if not ok:
+            second_order.append("")
         elif int(n_negative[r]) > 0:
-            classes.append("saddle")
+            second_order.append("saddle")
         elif int(n_zero[r]) > int(expected_zero[r]):
-            classes.append("degenerate")
+            second_order.append("degenerate")
         else:
-            classes.append("spurious_minimum")
+            second_order.append("minimum")
+    if known:
+        gap = loss - l_star
+        l_star_source = "landscape"
+    else:
+        # no closed form or reference solver: the best converged end point stands in for L*. Here that is
+        # the best of this batch; :func:`relabel_unknown_optimum` recomputes it over a whole trial or hunt
+        # so that labels do not depend on how runs were split into chunks.
+        ok_loss = [float(loss[r]) for r in range(R) if converged[r]]
+        l_star = min(ok_loss) if ok_loss else math.nan
+        l_star_source = "best of batch"
+        gap = loss - l_star if math.isfinite(l_star) else torch.full_like(loss, math.nan)
+    classes = [
+        _critical_point(bool(bad[r]), converged[r], float(gap[r]), second_order[r], config.gap_tol)
+        for r in range(R)
+    ]
 
     escaped = [False] * R
-    candidates = [r for r, c in enumerate(classes) if c == "degenerate"]
+    # with L* unknown a run's label may change as runs arrive, so every degenerate point is tested
+    candidates = [
+        r for r in range(R) if second_order[r] == "degenerate" and (classes[r] == "degenerate" or not known)
+    ]
     if candidates:
         idx = torch.tensor(candidates, device=theta.device)
         esc = escape_test(landscape, safe[idx], [seeds[r] for r in candidates], config).tolist()
@@ -135,7 +162,11 @@ def classify(
             escaped[r] = bool(e)
 
     certificates: list[Any] = [None] * R
-    minima = [r for r, c in enumerate(classes) if c in ("global_minimum", "spurious_minimum")]
+    minima = [
+        r
+        for r, c in enumerate(classes)
+        if c in ("global_minimum", "spurious_minimum") or (not known and second_order[r] == "minimum")
+    ]
     if config.certify and minima:
         idx = torch.tensor(minima, device=theta.device)
         certs = landscape.certify(
@@ -143,6 +174,8 @@ def classify(
         )
         for r, cert in zip(minima, certs, strict=True):
             certificates[r] = cert
+
+    kink_verdict, kink_grad = settle_kinks(landscape, safe, classes, seeds, config)
 
     frame = pd.DataFrame(
         {
@@ -162,10 +195,13 @@ def classify(
             "spectrum_method": spectrum.method,
             "spectrum_residual": spectrum.residual.tolist(),
             "critical_point": classes,
+            "second_order": second_order,
             "escaped": escaped,
             "certified": [c is not None and c.certified for c in certificates],
             "radius": [c.radius if c is not None else math.nan for c in certificates],
             "certificate": [c.reason if c is not None else "not a minimum" for c in certificates],
+            "kink_verdict": kink_verdict,
+            "kink_grad_norm": kink_grad,
         }
     )
     for key, values in landscape.run_diagnostics(safe).items():
@@ -173,3 +209,96 @@ def classify(
     for key, flag in landscape.hypotheses().items():
         frame[f"hyp_{key}"] = flag
     return frame, spectrum
+
+
+#: verdicts of :func:`settle_kinks` (empty for runs it does not concern)
+KINK_VERDICTS = (
+    "nondifferentiable minimum",  # at a kink, a zero generalized gradient, and the escape test fails
+    "nondifferentiable, escaped",  # at a kink, a zero generalized gradient, but descent finds lower loss
+    "at a kink, not stationary",  # one hidden layer: no generalized gradient is zero, so not a minimum
+    "undecided",  # not at a kink, or two layers where the search for a zero gradient is not exhaustive
+)
+
+
+def settle_kinks(
+    landscape: Landscape, theta: Tensor, classes: list[str], seeds: list[int], config: DiagnosticsConfig
+) -> tuple[list[str], list[float]]:
+    """Settle runs that ended ``not_converged`` on a piecewise-smooth landscape.
+
+    For each such run: the smallest generalized-gradient norm with kinks within ``kink_tol`` treated as
+    reached (``Landscape.kink_gradient_norm``). With a kink reached and that norm <= ``kink_grad_tol``
+    the point is a non-differentiable critical point, and the escape test says whether it is a
+    minimum; where the landscape's minimization is exact (one hidden layer), a larger norm proves a
+    descent direction (not a minimum); everything else is undecided. Returns (verdict, norm) per run.
+    """
+    R = theta.shape[0]
+    verdict, norms = [""] * R, [math.nan] * R
+    rows = [r for r in range(R) if classes[r] == "not_converged"]
+    if not rows:
+        return verdict, norms
+    idx = torch.tensor(rows, device=theta.device)
+    result = landscape.kink_gradient_norm(theta[idx], config.kink_tol)
+    if result is None:
+        return verdict, norms
+    kink_norm, kinked, exact = result
+    critical = []
+    for i, r in enumerate(rows):
+        norms[r] = float(kink_norm[i])
+        if int(kinked[i]) == 0:
+            verdict[r] = "undecided"
+        elif norms[r] <= config.kink_grad_tol:
+            critical.append(r)
+        else:
+            verdict[r] = "at a kink, not stationary" if exact else "undecided"
+    if critical:
+        sub = torch.tensor(critical, device=theta.device)
+        escaped = escape_test(landscape, theta[sub], [seeds[r] for r in critical], config).tolist()
+        for r, e in zip(critical, escaped, strict=True):
+            verdict[r] = "nondifferentiable, escaped" if e else "nondifferentiable minimum"
+    return verdict, norms
+
+
+def _critical_point(bad: bool, converged: bool, gap: float, second_order: str, gap_tol: float) -> str:
+    """The class of one run from its flags, its gap to L* and its second-order verdict."""
+    if bad:
+        return "diverged"
+    if not converged:
+        return "not_converged"
+    if math.isfinite(gap) and gap <= gap_tol:
+        return "global_minimum"
+    return {"saddle": "saddle", "degenerate": "degenerate"}.get(second_order, "spurious_minimum")
+
+
+def relabel_unknown_optimum(
+    frame: pd.DataFrame, *, gap_tol: float, by: list[str] | None = None
+) -> pd.DataFrame:
+    """Labels against the best converged loss over all of ``frame`` where L* is unknown.
+
+    Rows whose ``l_star_source`` is not "landscape" (no closed form or reference solver) get
+    L* = the lowest loss among converged runs of their group (``by`` columns: one configuration; default
+    every ``param_*`` column, or the whole frame), and ``loss_gap`` and ``critical_point`` are recomputed
+    from the recorded second-order verdict. The result depends only on the set of runs, never on how
+    they were chunked; call it again as runs arrive. Rows with a known L* are returned unchanged.
+    """
+    if "l_star_source" not in frame.columns or "second_order" not in frame.columns:
+        return frame
+    unknown = frame["l_star_source"].astype(str) != "landscape"
+    if not bool(unknown.any()):
+        return frame
+    out = frame.copy()
+    keys = by if by is not None else [c for c in out.columns if c.startswith(PARAM_PREFIX)]
+    groups = out[unknown].groupby(keys, dropna=False, sort=False) if keys else [(None, out[unknown])]
+    for _, group in groups:
+        converged = ~group["critical_point"].isin(["not_converged", "diverged"])
+        best = float(group.loc[converged, "loss"].min()) if bool(converged.any()) else math.nan
+        gap = group["loss"] - best if math.isfinite(best) else group["loss"] * math.nan
+        out.loc[group.index, "l_star"] = best
+        out.loc[group.index, "l_star_source"] = f"best of {len(group)} runs"
+        out.loc[group.index, "loss_gap"] = gap
+        out.loc[group.index, "critical_point"] = [
+            _critical_point(
+                cls == "diverged", cls not in ("not_converged", "diverged"), float(g), str(so), gap_tol
+            )
+            for cls, g, so in zip(group["critical_point"], gap, group["second_order"].fillna(""), strict=True)
+        ]
+    return out

@@ -103,6 +103,13 @@ class Landscape(ABC):
         """Extra per-run diagnostics: name -> sequence of length R (numbers or strings)."""
         return {}
 
+    def kink_gradient_norm(self, theta: Tensor, kink_tol: float) -> tuple[Tensor, Tensor, bool] | None:
+        """For piecewise-smooth landscapes: the smallest norm of a generalized (Clarke) gradient at each
+        point, treating kinks within ``kink_tol`` as reached, and the number of kinks within it, ``(R,)``
+        each, plus whether that smallest norm is exact (else an upper bound). None for smooth landscapes
+        (the default)."""
+        return None
+
     def certify(
         self, theta: Tensor, lambda_lower: Tensor, grad_norm: Tensor, hessian_norm: Tensor
     ) -> list[Certificate]:

@@ -162,15 +162,65 @@ class PiecewiseLinear(Landscape):
 
     def grad(self, theta: Tensor) -> Tensor:
         """Backprop: dL/dW_l = G_l A_{l-1}^T, G_L = r^T / N, G_l = eps_l sigma'(Z_l) (W_{l+1}^T G_{l+1})."""
+        return self.grad_with_slopes(theta, None)
+
+    def grad_with_slopes(self, theta: Tensor, slopes: list[Tensor] | None) -> Tensor:
+        """The backprop formula with the activation derivatives sigma'(Z_l) replaced by ``slopes``
+        (``[(R, d_l, N)]``, None: the true ones). With slopes in [s, 1] at pre-activations that sit at
+        the kink, this is an element of the chain-rule (Clarke) generalized gradient there."""
         Ws = self.layers(theta)
         acts, pre = self._forward(theta, self.X, self.eps)
         back = (acts[-1] - self.y.to(theta)) / self.cfg.N  # (R, 1, N)
         grads = [back @ acts[-2].transpose(-1, -2)]  # w_out: (R, 1, d_last)
         for layer in range(len(pre) - 1, -1, -1):
-            slope = torch.where(pre[layer] > 0, 1.0, torch.full_like(pre[layer], self.cfg.slope))
+            if slopes is None:
+                slope = torch.where(pre[layer] > 0, 1.0, torch.full_like(pre[layer], self.cfg.slope))
+            else:
+                slope = slopes[layer]
             back = self.eps[layer].to(theta) * slope * (Ws[layer + 1].transpose(-1, -2) @ back)
             grads.append(back @ acts[layer].transpose(-1, -2))  # (R, d_l, d_{l-1})
         return torch.cat([g.reshape(theta.shape[0], -1) for g in reversed(grads)], dim=1)
+
+    def kink_gradient_norm(self, theta: Tensor, kink_tol: float) -> tuple[Tensor, Tensor, bool] | None:
+        """Smallest norm of a generalized gradient, and the number of kinked (unit, sample) pairs, ``(R,)``.
+
+        Pairs with nonzero noise and |pre-activation| <= ``kink_tol`` count as sitting at the kink, where
+        sigma' may be any value in [s, 1]. The gradient is affine in one layer's slopes when the others
+        are fixed, so each layer's slopes are chosen by bounded least squares (scipy ``lsq_linear``), in
+        turn, three rounds for two layers (exact for one hidden layer; an upper bound on the minimum for
+        two). Near 0 with kinked pairs: a non-differentiable critical point (Clarke stationary).
+        """
+        from scipy.optimize import lsq_linear
+
+        theta = theta.to(torch.float64)
+        _, pre = self._forward(theta, self.X, self.eps)
+        s = self.cfg.slope
+        norms, counts = [], []
+        for r in range(theta.shape[0]):
+            point = theta[r : r + 1]
+            slopes = [torch.where(Z[r : r + 1] > 0, 1.0, torch.full_like(Z[r : r + 1], s)) for Z in pre]
+            kinked = [(Z[r : r + 1].abs() <= kink_tol) & (e != 0) for Z, e in zip(pre, self.eps, strict=True)]
+            counts.append(sum(int(k.sum()) for k in kinked))
+            rounds = 1 if len(pre) == 1 else 3
+            for _ in range(rounds if counts[-1] else 0):
+                for layer, mask in enumerate(kinked):
+                    where = torch.nonzero(mask.reshape(-1)).squeeze(-1)
+                    if where.numel() == 0:
+                        continue
+                    base = self.grad_with_slopes(point, slopes)[0]  # (P,)
+                    current = slopes[layer].reshape(-1)[where]
+                    columns = []
+                    for idx in where.tolist():  # the gradient's change per unit change of one slope
+                        bumped = [t.clone() for t in slopes]
+                        bumped[layer].view(-1)[idx] += 1.0
+                        columns.append(self.grad_with_slopes(point, bumped)[0] - base)
+                    A = torch.stack(columns, dim=1).cpu().numpy()  # (P, K)
+                    rhs = -(base.cpu().numpy() - A @ current.cpu().numpy())
+                    fit = lsq_linear(A, rhs, bounds=(s, 1.0) if s < 1.0 else (s, s + 1e-12))
+                    slopes[layer].view(-1)[where] = torch.as_tensor(fit.x, dtype=theta.dtype)
+            norms.append(float(self.grad_with_slopes(point, slopes).norm()))
+        exact = len(pre) == 1
+        return torch.tensor(norms, dtype=torch.float64), torch.tensor(counts, dtype=torch.long), exact
 
     # ---- facts --------------------------------------------------------------------------------------
     @property

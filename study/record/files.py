@@ -130,9 +130,21 @@ def iter_trial_arrays(out: Path) -> Iterator[tuple[str, dict[str, np.ndarray]]]:
 
 
 # ---- hunt tables ---------------------------------------------------------------------------------------
-def write_tables(out: Path, trials: pd.DataFrame) -> pd.DataFrame:
-    """Rewrite ``runs.csv`` (from the trial files) and ``trials.csv``; returns the runs frame."""
+def write_tables(
+    out: Path,
+    trials: pd.DataFrame,
+    *,
+    relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> pd.DataFrame:
+    """Rewrite ``runs.csv`` (from the trial files) and ``trials.csv``; returns the runs frame.
+
+    ``relabel`` is applied to the whole hunt's runs first (the driver passes
+    :func:`study.diagnostics.critical.relabel_unknown_optimum`, so that where L* is unknown runs are
+    labelled against the best of their configuration over the hunt).
+    """
     runs = load_runs(out)
+    if relabel is not None and len(runs):
+        runs = relabel(runs)
     write_csv(runs, out / "runs.csv")
     write_csv(trials, out / "trials.csv")
     return runs

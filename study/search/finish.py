@@ -7,6 +7,8 @@ never loses a told trial's runs.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -16,6 +18,7 @@ from typing import Any, Protocol
 
 import optuna
 
+from study.diagnostics.critical import relabel_unknown_optimum
 from study.record import RunBatch, save_trial, trial_frame, write_tables
 from study.search.hunt_study import AskedTrial, trials_table
 from study.search.objectives import objective_value, trial_summary
@@ -99,6 +102,9 @@ class TrialWriter:
             values=asked.values,
             landscape=asked.run_spec.landscape,
         )
+        # where L* is unknown, every run of the trial is labelled against the trial's best, not its chunk's
+        frame = relabel_unknown_optimum(frame, gap_tol=asked.run_spec.diagnostics.gap_tol, by=[])
+        batch = dataclasses.replace(batch, frame=frame)
         save_trial(self.out, frame, batch, seed_base=asked.seed_base)
         self.tracker.log_runs(
             run_id,
@@ -123,4 +129,5 @@ class TrialWriter:
 
     def refresh_tables(self) -> None:
         """Keep ``runs.csv`` and ``trials.csv`` current after every finished trial."""
-        write_tables(self.out, trials_table(self.study))
+        relabel = functools.partial(relabel_unknown_optimum, gap_tol=self.spec.diagnostics.gap_tol)
+        write_tables(self.out, trials_table(self.study), relabel=relabel)

@@ -23,7 +23,8 @@ from study.landscapes.base import Landscape
 class TrainConfig:
     """Gradient descent with the published protocol's defaults.
 
-    A replica stops when ``landscape.stationarity <= tol``; when its gradient norm exceeds
+    A replica stops when ``landscape.stationarity <= tol`` ("converged"), at ``max_steps`` ("max_steps"),
+    or, with ``stall_window`` > 0, when its loss stops decreasing ("stalled"); when its gradient norm exceeds
     ``restart_grad_norm`` (or is not finite) it restarts from its initialization with half the step,
     at most ``max_restarts`` times (then it is ``diverged``). ``max_steps`` bounds each attempt.
     """
@@ -37,6 +38,12 @@ class TrainConfig:
     newton_polish_at: float = 1e-4  # switch to Newton steps once stationarity falls below this
     newton_max_steps: int = 40
     curve_points: int = 64  # loss-curve samples kept per run
+    # chatter at a kink (piecewise-linear nets): every stall_window steps a replica whose loss fell by
+    # less than stall_rtol (relative) since the last check stops as "stalled" (0: never)
+    stall_window: int = 0
+    stall_rtol: float = 1e-9
+    stall_lr_factor: float = 0.1  # a stalled replica first continues with its step times this factor,
+    stall_reductions: int = 2  # up to this many times, and only then stops as "stalled"
 
     def __post_init__(self) -> None:
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -45,6 +52,10 @@ class TrainConfig:
             raise ValueError(f"tol must be > 0, got {self.tol}")
         if self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.stall_window < 0 or not self.stall_rtol >= 0:
+            raise ValueError(
+                f"stall_window and stall_rtol must be >= 0, got {self.stall_window}, {self.stall_rtol}"
+            )
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class TrainResult:
     restarts: Tensor  # (R,)
     converged: Tensor  # (R,) bool: stationarity <= tol
     diverged: Tensor  # (R,) bool
+    stop_reason: list[str]  # per replica: converged, max_steps, stalled or diverged
     curve_steps: Tensor  # (C,) step indices where the loss curve was sampled
     curve: Tensor  # (R, C) loss at those steps (NaN once a replica has stopped)
     seconds: float
@@ -70,10 +82,12 @@ def train(
     config: TrainConfig,
     *,
     progress: Callable[[int, int], None] | None = None,
+    budget: Tensor | None = None,
 ) -> TrainResult:
     """Run batched gradient descent from ``theta0: (R, P)`` until every replica stops.
 
-    ``progress(n_done, R)`` is called whenever replicas stop.
+    ``progress(n_done, R)`` is called whenever replicas stop. ``budget: (R,)`` optionally caps each
+    replica's steps below ``max_steps`` (so a replica's end point never depends on its chunk-mates).
     """
     start = time.perf_counter()
     R = theta0.shape[0]
@@ -85,6 +99,13 @@ def train(
     restarts = torch.zeros(R, dtype=torch.long, device=device)
     converged = torch.zeros(R, dtype=torch.bool, device=device)
     diverged = torch.zeros(R, dtype=torch.bool, device=device)
+    stalled = torch.zeros(R, dtype=torch.bool, device=device)
+    limit = torch.full((R,), config.max_steps, dtype=torch.long, device=device)
+    if budget is not None:
+        limit = torch.minimum(limit, budget.to(device=device, dtype=torch.long))
+    window = config.stall_window
+    checkpoint = torch.full((R,), math.inf, dtype=theta0.dtype, device=device)  # loss at the last check
+    reductions = torch.zeros(R, dtype=torch.long, device=device)  # step reductions after stalls
     curve_every = max(1, config.max_steps // config.curve_points)
     curve_steps = torch.arange(0, config.max_steps, curve_every, device=device)
     curve = torch.full((R, len(curve_steps)), math.nan, dtype=theta0.dtype, device=device)
@@ -106,8 +127,23 @@ def train(
                 curve[rows, step[on_grid] // curve_every] = landscape.loss(x[on_grid])
         blew_up = ~torch.isfinite(gnorm) | (gnorm > config.restart_grad_norm)
         done = stat <= config.tol
-        out_of_budget = step >= config.max_steps
+        out_of_budget = step >= limit[active]
         polish = stat <= polish_at
+        if window > 0:
+            check = (step > 0) & (step % window == 0) & ~done & ~blew_up & ~polish
+            if bool(check.any()):
+                rows = active[check]
+                now = landscape.loss(x[check])
+                stuck = ~(now < checkpoint[rows] - config.stall_rtol * now.abs())
+                checkpoint[rows] = now
+                # a stuck replica with reductions left continues with a smaller step; else it stops
+                slower = stuck & (reductions[rows] < config.stall_reductions)
+                reductions[rows[slower]] += 1
+                checkpoint[rows[slower]] = math.inf
+                where = torch.nonzero(check).squeeze(-1)
+                x_lr[where[slower]] = x_lr[where[slower]] * config.stall_lr_factor
+                stalled[rows] = stuck & ~slower
+                out_of_budget = out_of_budget | (check & stalled[active])
         if bool(blew_up.any()):
             rows = active[blew_up]
             restarts[rows] += 1
@@ -115,6 +151,7 @@ def train(
             x_lr[blew_up] = x_lr[blew_up] / 2
             x[blew_up] = theta0[rows]
             step[blew_up] = -1  # back to 0 after this iteration's increment
+            checkpoint[rows] = math.inf
             gave_up = blew_up & (restarts[active] > config.max_restarts)
             diverged[active[gave_up]] = True
             done = done | gave_up
@@ -137,18 +174,32 @@ def train(
         step = step + 1
 
     if config.newton_polish:
-        theta, steps, converged = _newton_polish(landscape, theta, steps, converged, diverged, config)
-        # where Newton stalls (nearly singular Hessians), plain descent finishes the remaining budget
-        stalled = torch.nonzero(~converged & ~diverged & (steps < config.max_steps)).squeeze(-1)
-        if stalled.numel() > 0:
-            rest = dataclasses.replace(
-                config, newton_polish=False, max_steps=config.max_steps - int(steps[stalled].min())
+        # replicas stalled at a kink are left where descent stopped (Newton needs a smooth point)
+        theta, steps, converged = _newton_polish(
+            landscape, theta, steps, converged, diverged | stalled, config
+        )
+        # where Newton stalls (nearly singular Hessians), plain descent finishes each replica's own budget
+        unfinished = torch.nonzero(~converged & ~diverged & ~stalled & (steps < config.max_steps)).squeeze(-1)
+        if unfinished.numel() > 0:
+            rest = dataclasses.replace(config, newton_polish=False)
+            tail = train(landscape, theta[unfinished], rest, budget=config.max_steps - steps[unfinished])
+            theta[unfinished] = tail.theta
+            steps[unfinished] += tail.steps
+            converged[unfinished] = tail.converged
+            stalled[unfinished] = torch.tensor(
+                [reason == "stalled" for reason in tail.stop_reason], dtype=torch.bool, device=device
             )
-            tail = train(landscape, theta[stalled], rest)
-            theta[stalled] = tail.theta
-            steps[stalled] += tail.steps
-            converged[stalled] = tail.converged
     total += steps
+    reasons = [
+        "diverged"
+        if bool(diverged[r])
+        else "converged"
+        if bool(converged[r])
+        else "stalled"
+        if bool(stalled[r])
+        else "max_steps"
+        for r in range(R)
+    ]
     return TrainResult(
         theta=theta,
         theta0=theta0,
@@ -158,6 +209,7 @@ def train(
         restarts=restarts,
         converged=converged,
         diverged=diverged,
+        stop_reason=reasons,
         curve_steps=curve_steps,
         curve=curve,
         seconds=time.perf_counter() - start,

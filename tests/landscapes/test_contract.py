@@ -104,6 +104,19 @@ def test_hvp_is_hessian_times_vector(landscape: Landscape) -> None:
     assert torch.allclose(landscape.hvp(theta, v), expected, rtol=1e-10, atol=1e-12)
 
 
+def test_hvp_matches_differences_of_the_gradient(landscape: Landscape) -> None:
+    """H v against (grad(theta + h v) - grad(theta - h v)) / 2h: independent of the landscape's Hessian."""
+    theta = smooth_point(landscape)
+    v = torch.randn(theta.shape, generator=torch.Generator().manual_seed(1), dtype=theta.dtype)
+    v = v / v.norm(dim=-1, keepdim=True)
+    h = 1e-5
+    fd = (landscape.grad(theta + h * v) - landscape.grad(theta - h * v)) / (2 * h)
+    hv = landscape.hvp(theta, v)
+    scale = float(fd.abs().max()) + 1.0
+    assert float((hv - fd).abs().max()) < 1e-6 * scale
+    assert float(hv.norm()) > 0
+
+
 def test_batched_equals_one_at_a_time(landscape: Landscape) -> None:
     theta = landscape.init(SEEDS)
     loss, grad = landscape.loss(theta), landscape.grad(theta)

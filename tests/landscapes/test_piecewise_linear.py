@@ -124,3 +124,72 @@ def test_over_parameterized_runs_reach_zero_training_error() -> None:
     assert len(fitted) >= 6
     assert (fitted.training_error == 0.0).all() and (fitted.loss < 1e-12).all()
     assert frame.hyp_n_le_d0_d1.all()
+
+
+def kink_example(x1: list[float], x2: list[float]) -> PiecewiseLinear:
+    """N = 2 samples in d0 = 2, one hidden unit, noise eps = (1, 2), targets y = (1, -1), slope 0.1.
+
+    At W_1 = 0 both pre-activations sit at the kink; with w_out = 1 the residual is r = (-1, 1) and
+    dL/dW_1 = (1/2) sum_n r_n eps_n c_n x_n for slopes c_n in [0.1, 1]; dL/dw_out = 0 (sigma(0) = 0).
+    """
+    L = build(N=2, d0=2, widths=(1,), noise="none", slope=0.1)
+    L.X = torch.tensor([x1, x2], dtype=torch.float64)
+    L.y = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    L.eps = [torch.tensor([[1.0, 2.0]], dtype=torch.float64)]
+    return L
+
+
+AT_KINK = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64)  # W_1 = (0, 0), w_out = 1
+
+
+def test_generalized_gradient_at_a_kink_with_independent_samples():
+    """x_1, x_2 orthogonal: the gradient is (1/2)(-c_1, 2 c_2), smallest at c = s: norm s sqrt(5) / 2."""
+    L = kink_example([1.0, 0.0], [0.0, 1.0])
+    norm, kinked, exact = L.kink_gradient_norm(AT_KINK, 1e-8)
+    assert exact and int(kinked[0]) == 2
+    assert float(norm[0]) == pytest.approx(0.1 * math.sqrt(5) / 2, rel=1e-9)
+    # away from the kink nothing is free: the generalized gradient is the gradient
+    off = torch.tensor([[0.3, -0.2, 1.0]], dtype=torch.float64)
+    norm_off, kinked_off, _ = L.kink_gradient_norm(off, 1e-8)
+    assert int(kinked_off[0]) == 0 and float(norm_off[0]) == pytest.approx(
+        float(L.grad(off).norm()), rel=1e-12
+    )
+
+
+def test_generalized_gradient_can_vanish_where_the_gradient_does_not():
+    """x_1 = x_2: the W_1 gradient is (1/2)(-c_1 + 2 c_2) x, zero at c_1 = 2 c_2 (e.g. 1 and 1/2), while
+    the one-sided gradient (c = s) is s/2. The point is not a minimum (the loss falls for W_1 x < 0):
+    the classifier calls it a non-differentiable critical point that the escape test escapes."""
+    from study.diagnostics.critical import DiagnosticsConfig, classify
+
+    L = kink_example([1.0, 0.0], [1.0, 0.0])
+    assert float(L.grad(AT_KINK).norm()) == pytest.approx(0.05, rel=1e-12)
+    norm, kinked, _ = L.kink_gradient_norm(AT_KINK, 1e-8)
+    assert int(kinked[0]) == 2 and float(norm[0]) < 1e-10
+    frame, _ = classify(L, AT_KINK, seeds=[0], config=DiagnosticsConfig(escape_radius=0.1))
+    assert frame.loc[0, "critical_point"] == "not_converged"
+    assert frame.loc[0, "kink_verdict"] == "nondifferentiable, escaped"
+    # the orthogonal case is settled as not stationary (a descent direction exists)
+    L2 = kink_example([1.0, 0.0], [0.0, 1.0])
+    frame2, _ = classify(L2, AT_KINK, seeds=[0])
+    assert frame2.loc[0, "kink_verdict"] == "at a kink, not stationary"
+
+
+def test_chatter_at_kinks_stops_early_with_its_reason():
+    """N = 24 = d0 d1 with d1 = 6: descent at step 0.1 bounces; stall detection stops it before the budget."""
+    spec = RunSpec(
+        "piecewise_linear",
+        {"N": 24, "d0": 4, "widths": (6,), "slope": 0.1},
+        train=TrainConfig(
+            lr=0.1, tol=1e-8, max_steps=20000, stall_window=1000, stall_rtol=1e-6, stall_reductions=0
+        ),
+    )
+    frame = run_replicas(spec, [1, 3]).frame
+    assert frame["stop_reason"].tolist() == ["stalled", "stalled"]
+    assert (frame["steps"] < 20000).all() and (frame["critical_point"] == "not_converged").all()
+    assert set(frame["kink_verdict"]) <= {
+        "nondifferentiable minimum",
+        "nondifferentiable, escaped",
+        "at a kink, not stationary",
+        "undecided",
+    }

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from study.landscapes.teacher_student import (
+    TWO_PI,
     TeacherStudent,
     TeacherStudentConfig,
     population_grad,
@@ -97,6 +98,43 @@ def test_hessian_spectrum_at_identity_has_known_multiplicities():
         assert int(((ev - low).abs() < 1e-9).sum()) == k * (k - 1) // 2
         assert int(((ev - high).abs() < 1e-9).sum()) == k * (k - 3) // 2
         assert float(ev.min()) > 0
+
+
+def closed_form_hessian_at_identity(k: int) -> torch.Tensor:
+    """The Hessian at W = V = I_k derived by hand from SCIENCE.md's formulas (not from the code).
+
+    At w_i = e_i every student pair and every teacher pair j != i has t = pi/2, so the diagonal blocks'
+    student and teacher sums cancel except the self term: H_ii = I/2. An off-diagonal block is
+    d/dv g(e_i, e_j) = ((pi/2) I + e_i e_j^T + e_j e_i^T) / (2 pi) = I/4 + (e_i e_j^T + e_j e_i^T)/(2 pi).
+    """
+    H = torch.zeros(k, k, k, k, dtype=torch.float64)  # (i, a, j, b)
+    eye = torch.eye(k, dtype=torch.float64)
+    for i in range(k):
+        H[i, :, i, :] = 0.5 * eye
+        for j in range(k):
+            if j != i:
+                H[i, :, j, :] = (
+                    0.25 * eye + (torch.outer(eye[i], eye[j]) + torch.outer(eye[j], eye[i])) / TWO_PI
+                )
+    return H.reshape(k * k, k * k)
+
+
+@pytest.mark.parametrize("k", [4, 6, 9])
+def test_whole_spectrum_at_identity(k):
+    """Every eigenvalue, not only the two known groups: the code's exact Hessian against the closed form
+    above and against central differences of the analytic gradient (O(eps) accurate at aligned pairs)."""
+    landscape = TeacherStudent(TeacherStudentConfig(k=k, n=k))
+    theta = torch.eye(k, dtype=torch.float64).reshape(1, -1)
+    ev = torch.linalg.eigvalsh(landscape.hessian(theta))[0]
+    closed = torch.linalg.eigvalsh(closed_form_hessian_at_identity(k))
+    torch.testing.assert_close(ev, closed, atol=1e-12, rtol=0)
+    fd = fd_hessian(landscape, theta, eps=1e-7)[0]
+    torch.testing.assert_close(ev, torch.linalg.eigvalsh(0.5 * (fd + fd.T)), atol=1e-5, rtol=0)
+    # the groups besides 1/4 -+ 1/(2 pi): k - 1 pairs (a, b) with a + b = (k + 2)/4, and one more pair
+    low, high = 0.25 - 1 / TWO_PI, 0.25 + 1 / TWO_PI
+    rest = ev[((ev - low).abs() > 1e-9) & ((ev - high).abs() > 1e-9)]
+    assert rest.numel() == 2 * (k - 1) + 2
+    assert float(rest.max()) > (k + 2) / 4 - 0.5  # grows linearly with k (the Theta(k) eigenvalues)
 
 
 def test_batched_equals_one_at_a_time():

@@ -2,6 +2,7 @@
 
 import torch
 
+from study.landscapes.base import Landscape, seeded_normal
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
 from study.runs import RunSpec, run_replicas
 from study.training.gd import TrainConfig, train
@@ -107,3 +108,61 @@ def test_newton_polish_never_lands_on_a_saddle():
     assert bool(result.converged.all())
     torch.testing.assert_close(landscape.loss(result.theta), torch.full((2,), -0.25, dtype=torch.float64))
     assert result.theta[0, 1] > 0.99 and result.theta[1, 1] < -0.99
+
+
+class AbsoluteValue(Landscape):
+    """f(x) = sum_i |x_i|: gradient descent with a fixed step chatters around the kink at 0 forever."""
+
+    name = "absolute_value"
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.n_params = 3
+
+    def loss(self, theta):
+        return theta.abs().sum(-1)
+
+    def grad(self, theta):
+        return torch.where(theta >= 0, 1.0, -1.0).to(theta)
+
+    @property
+    def optimal_loss(self):
+        return 0.0
+
+    def init(self, seeds, *, scheme="xavier-normal", scale=1.0):
+        return seeded_normal(seeds, (3,), dtype=torch.float64, device=self.device)
+
+
+def test_chatter_at_a_kink_is_detected_and_stopped():
+    """Without stall detection the runs use the whole budget; with it they stop early as "stalled",
+    after the step was reduced twice (the chatter amplitude shrinks with the step)."""
+    landscape = AbsoluteValue()
+    theta0 = landscape.init([0, 1, 2, 3])
+    plain = train(landscape, theta0, TrainConfig(lr=0.1, max_steps=5000))
+    assert plain.stop_reason == ["max_steps"] * 4 and bool((plain.steps == 5000).all())
+    config = TrainConfig(lr=0.1, max_steps=5000, stall_window=100, stall_rtol=1e-9)
+    stopped = train(landscape, theta0, config)
+    assert stopped.stop_reason == ["stalled"] * 4
+    assert bool((stopped.steps < 1000).all()) and not bool(stopped.converged.any())
+    torch.testing.assert_close(stopped.lr, torch.full((4,), 0.1 * 0.1**2, dtype=torch.float64))
+    # the end point sits at the kink up to the final chatter amplitude
+    assert float(stopped.theta.abs().max()) <= 2 * 0.001 + 1e-12
+
+
+def test_stall_detection_leaves_smooth_runs_alone():
+    landscape = TeacherStudent(TeacherStudentConfig(k=4, n=4))
+    theta0 = landscape.init(list(range(4)))
+    plain = train(landscape, theta0, TrainConfig(tol=1e-8))
+    watched = train(landscape, theta0, TrainConfig(tol=1e-8, stall_window=200, stall_rtol=1e-12))
+    assert watched.stop_reason == ["converged"] * 4
+    torch.testing.assert_close(watched.theta, plain.theta, rtol=0, atol=0)
+
+
+def test_per_replica_budget():
+    """A replica's budget is its own: the Newton tail never lends one replica another's steps."""
+    landscape = TeacherStudent(TeacherStudentConfig(k=4, n=4))
+    theta0 = landscape.init([0, 1, 2])
+    result = train(landscape, theta0, TrainConfig(tol=1e-14), budget=torch.tensor([5, 17, 40]))
+    assert result.steps.tolist() == [5, 17, 40] and result.stop_reason == ["max_steps"] * 3
+    alone = train(landscape, theta0[1:2], TrainConfig(tol=1e-14), budget=torch.tensor([17]))
+    torch.testing.assert_close(alone.theta[0], result.theta[1], rtol=0, atol=0)
