@@ -115,15 +115,34 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # ---- bench ---------------------------------------------------------------------------------------------
-def cmd_bench(args: argparse.Namespace) -> int:
-    from study.bench import trainer as bench_trainer
+def _int_list(text: str, field: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"{field} must be comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise UsageError(f"{field} must be comma-separated integers >= 1, got {text!r}")
+    return values
 
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    if args.runs is not None and args.runs < 1:
+        raise UsageError(f"--runs must be >= 1, got {args.runs}")
+    if args.threads < 1:
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.what == "trainer":
+        import torch
+
+        from study.bench import trainer as bench_trainer
+
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UsageError(f"--device {args.device}: no CUDA device is available")
+        if args.anchor_runs < 1:
+            raise UsageError(f"--anchor-runs must be >= 1, got {args.anchor_runs}")
         return bench_trainer.main(
-            k=args.k,
-            runs=args.runs or 256,
-            serial_runs=args.serial_runs,
-            scaling=args.scaling,
+            ks=_int_list(args.k, "--k"),
+            runs=args.runs or 1000,
+            anchor_runs=args.anchor_runs,
             device=args.device,
             threads=args.threads,
         )
@@ -179,14 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (ratios measured side by side)")
     p.add_argument("what", choices=["trainer", "tracking"])
-    p.add_argument("--k", type=int, default=8)
-    p.add_argument("--runs", type=int, default=None, help="trainer: 256 runs; tracking: 64 runs per trial")
+    p.add_argument("--k", default="8,13,20", help="trainer: teacher sizes k = n (comma-separated)")
     p.add_argument(
-        "--serial-runs", type=int, default=32, help="how many of the same runs to also train one at a time"
+        "--runs", type=int, default=None, help="trainer: 1000 batched runs; tracking: 64 per trial"
     )
-    p.add_argument("--scaling", default="6,10,14,20", help="k values for the cost-per-run curve")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: per-core comparison)")
+    p.add_argument("--anchor-runs", type=int, default=32, help="trainer: runs of the per-run numpy anchor")
+    p.add_argument("--device", default="cpu", help="trainer: device of the batched side (cpu, cuda)")
+    p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (1: per-core comparison)")
     p.set_defaults(func=cmd_bench)
 
     _add_hunt_commands(sub)

@@ -152,6 +152,32 @@ def population_grad(W: Tensor, V: Tensor) -> Tensor:
     return linear.addcmul_(radial, unit_w).div_(TWO_PI)
 
 
+def population_grad_identity(W: Tensor, k: int) -> Tensor:
+    """grad F for the identity teacher V = I_k (zero-padded to d), ``W: (R, n, d) -> (R, n, d)``.
+
+    The teacher terms need no matmul: cos s_ij = u_ij (coordinate j of u_i) and sum_j (pi - s_ij) v_j
+    is the row (pi - s_i1, ..., pi - s_ik, 0, ...). All angles are arccos of clipped cosines, self
+    pairs set to t = 0: the gradient is smooth in t with d g / d t = O(t) at t = 0 and O(pi - t) at
+    t = pi, so the arccos rounding there (up to ~1e-8 in t) moves it by ~1e-16 only.
+    """
+    R, n, d = W.shape
+    norm = W.norm(dim=-1)  # (R, n)
+    unit = W / norm.clamp_min(_TINY).unsqueeze(-1)  # (R, n, d)
+    cos = torch.bmm(unit, unit.transpose(1, 2)).clamp_(-1.0, 1.0)  # (R, n, n)
+    angle = torch.arccos(cos)
+    sin = cos.mul_(cos).neg_().add_(1.0).clamp_(min=0.0).sqrt_()
+    diag = torch.arange(n, device=W.device)
+    angle[:, diag, diag] = 0.0  # the self term, exactly w_i / 2
+    sin[:, diag, diag] = 0.0
+    cos_t = unit[..., :k].clamp(-1.0, 1.0)  # (R, n, k): cosines with the teachers e_j
+    angle_t = torch.arccos(cos_t)
+    sin_t = cos_t.mul_(cos_t).neg_().add_(1.0).clamp_(min=0.0).sqrt_()
+    radial = torch.bmm(sin, norm.unsqueeze(-1)).squeeze(-1) - sin_t.sum(-1)  # (R, n)
+    linear = torch.bmm(angle.neg_().add_(math.pi), W)  # (R, n, d)
+    linear[..., :k] -= angle_t.neg_().add_(math.pi)
+    return linear.addcmul_(radial.unsqueeze(-1), unit).div_(TWO_PI)
+
+
 def _sin_weighted_outer(p: Tensor, q: Tensor, sin: Tensor) -> Tensor:
     """p q^T / sin t, set to its limit 0 where sin t = 0 (|p| = |q| = sin t there). -> (..., d, d)."""
     safe = torch.where(sin > 1e-150, sin, torch.ones_like(sin))
@@ -247,6 +273,8 @@ class TeacherStudent(Landscape):
 
     def grad(self, theta: Tensor) -> Tensor:
         W = self.weights(theta)
+        if self.cfg.teacher == "identity":
+            return population_grad_identity(W, self.cfg.k).reshape(theta.shape)
         return population_grad(W, self._teacher(W.shape[0], W)).reshape(theta.shape)
 
     def hessian(self, theta: Tensor) -> Tensor:

@@ -1,4 +1,5 @@
-"""Batched full-batch gradient descent with per-replica restarts and stopping (Safran & Shamir 2018).
+"""Batched full-batch gradient descent with per-replica restarts and stopping (Safran & Shamir 2018),
+optionally finished by guarded Newton steps.
 
 All R replicas advance as one tensor computation; replicas that have stopped leave the active set and
 cost no further updates. Each replica's trajectory depends only on its own initialization, so results
@@ -7,7 +8,6 @@ do not depend on which chunk a run is computed in.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -27,6 +27,11 @@ class TrainConfig:
     or, with ``stall_window`` > 0, when its loss stops decreasing ("stalled"); when its gradient norm exceeds
     ``restart_grad_norm`` (or is not finite) it restarts from its initialization with half the step,
     at most ``max_restarts`` times (then it is ``diverged``). ``max_steps`` bounds each attempt.
+
+    With ``newton_polish``, a replica whose stationarity falls below ``newton_polish_at`` tries a
+    guarded Newton finish (:func:`newton_finish`); if the finish is refused (negative curvature, no
+    progress, loss above the switch point's) the replica resumes gradient descent from where it
+    switched, and tries again only below a 100 times smaller stationarity.
     """
 
     lr: float = 0.1
@@ -56,6 +61,8 @@ class TrainConfig:
             raise ValueError(
                 f"stall_window and stall_rtol must be >= 0, got {self.stall_window}, {self.stall_rtol}"
             )
+        if not self.newton_polish_at > 0:
+            raise ValueError(f"newton_polish_at must be > 0, got {self.newton_polish_at}")
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,26 @@ class TrainResult:
     curve_steps: Tensor  # (C,) step indices where the loss curve was sampled
     curve: Tensor  # (R, C) loss at those steps (NaN once a replica has stopped)
     seconds: float
+    newton_steps: Tensor | None = None  # (R,) accepted Newton steps (included in steps)
+
+
+class _LossCurve:
+    """The loss at every ``every``-th gradient step of each replica's final attempt, ``(R, C)``."""
+
+    def __init__(self, R: int, config: TrainConfig, like: Tensor) -> None:
+        self.every = max(1, config.max_steps // max(1, config.curve_points))
+        self.enabled = config.curve_points > 0
+        self.steps = torch.arange(0, config.max_steps, self.every, device=like.device)  # (C,)
+        self.values = torch.full((R, len(self.steps)), math.nan, dtype=like.dtype, device=like.device)
+        self.limit = config.max_steps
+
+    def record(self, landscape: Landscape, rows: Tensor, x: Tensor, step: Tensor) -> None:
+        """Sample the replicas ``rows`` (at points ``x: (A, P)``, steps ``(A,)``) that sit on the grid."""
+        if not self.enabled:
+            return
+        on_grid = (step % self.every == 0) & (step < self.limit)
+        if bool(on_grid.any()):
+            self.values[rows[on_grid], step[on_grid] // self.every] = landscape.loss(x[on_grid])
 
 
 def train(
@@ -92,13 +119,14 @@ def train(
     start = time.perf_counter()
     R = theta0.shape[0]
     device = theta0.device
-    theta = theta0.clone()
+    theta = theta0.clone()  # (R, P): each replica's current point
     lr = torch.full((R,), config.lr, dtype=theta0.dtype, device=device)
-    steps = torch.zeros(R, dtype=torch.long, device=device)
-    total = torch.zeros(R, dtype=torch.long, device=device)
+    steps = torch.zeros(R, dtype=torch.long, device=device)  # gradient steps in the current attempt
+    total = torch.zeros(R, dtype=torch.long, device=device)  # steps of abandoned attempts
     restarts = torch.zeros(R, dtype=torch.long, device=device)
     converged = torch.zeros(R, dtype=torch.bool, device=device)
     diverged = torch.zeros(R, dtype=torch.bool, device=device)
+    newton_steps = torch.zeros(R, dtype=torch.long, device=device)
     stalled = torch.zeros(R, dtype=torch.bool, device=device)
     limit = torch.full((R,), config.max_steps, dtype=torch.long, device=device)
     if budget is not None:
@@ -106,90 +134,88 @@ def train(
     window = config.stall_window
     checkpoint = torch.full((R,), math.inf, dtype=theta0.dtype, device=device)  # loss at the last check
     reductions = torch.zeros(R, dtype=torch.long, device=device)  # step reductions after stalls
-    curve_every = max(1, config.max_steps // config.curve_points)
-    curve_steps = torch.arange(0, config.max_steps, curve_every, device=device)
-    curve = torch.full((R, len(curve_steps)), math.nan, dtype=theta0.dtype, device=device)
-
-    active = torch.arange(R, device=device)  # indices of running replicas
-    x = theta.clone()  # (A, P): the active replicas' current points
-    x_lr = lr.clone()
-    step = torch.zeros(R, dtype=torch.long, device=device)[active]
-    polish_at = config.newton_polish_at if config.newton_polish else -1.0
+    # per-replica stationarity below which the Newton finish is tried (-1: never)
+    switch_at = torch.full((R,), config.newton_polish_at if config.newton_polish else -1.0, device=device)
+    curve = _LossCurve(R, config, theta0)
     n_done = 0
-    while active.numel() > 0:
-        g = landscape.grad(x)  # (A, P)
-        stat = landscape.stationarity_from_grad(x, g)  # (A,)
-        gnorm = g.norm(dim=-1)
-        if config.curve_points > 0:
-            on_grid = (step % curve_every == 0) & (step < config.max_steps)
-            if bool(on_grid.any()):
-                rows = active[on_grid]
-                curve[rows, step[on_grid] // curve_every] = landscape.loss(x[on_grid])
-        blew_up = ~torch.isfinite(gnorm) | (gnorm > config.restart_grad_norm)
-        done = stat <= config.tol
-        out_of_budget = step >= limit[active]
-        polish = stat <= polish_at
-        if window > 0:
-            check = (step > 0) & (step % window == 0) & ~done & ~blew_up & ~polish
-            if bool(check.any()):
-                rows = active[check]
-                now = landscape.loss(x[check])
-                stuck = ~(now < checkpoint[rows] - config.stall_rtol * now.abs())
-                checkpoint[rows] = now
-                # a stuck replica with reductions left continues with a smaller step; else it stops
-                slower = stuck & (reductions[rows] < config.stall_reductions)
-                reductions[rows[slower]] += 1
-                checkpoint[rows[slower]] = math.inf
-                where = torch.nonzero(check).squeeze(-1)
-                x_lr[where[slower]] = x_lr[where[slower]] * config.stall_lr_factor
-                stalled[rows] = stuck & ~slower
-                out_of_budget = out_of_budget | (check & stalled[active])
-        if bool(blew_up.any()):
-            rows = active[blew_up]
-            restarts[rows] += 1
-            total[rows] += step[blew_up]
-            x_lr[blew_up] = x_lr[blew_up] / 2
-            x[blew_up] = theta0[rows]
-            step[blew_up] = -1  # back to 0 after this iteration's increment
-            checkpoint[rows] = math.inf
-            gave_up = blew_up & (restarts[active] > config.max_restarts)
-            diverged[active[gave_up]] = True
-            done = done | gave_up
-            g = torch.where(blew_up.unsqueeze(-1), torch.zeros_like(g), g)
-        leaving = done | out_of_budget | polish
-        if bool(leaving.any()):
-            rows = active[leaving]
-            theta[rows] = x[leaving]
-            steps[rows] = step[leaving]
-            lr[rows] = x_lr[leaving]
-            converged[rows] = done[leaving] & ~diverged[rows]
-            keep = ~leaving
-            active, x, x_lr, step, g = active[keep], x[keep], x_lr[keep], step[keep], g[keep]
-            n_done += int(leaving.sum())
-            if progress is not None:
-                progress(n_done, R)
-            if active.numel() == 0:
-                break
-        x = x - x_lr.unsqueeze(-1) * g
-        step = step + 1
 
-    if config.newton_polish:
-        # replicas stalled at a kink are left where descent stopped (Newton needs a smooth point)
-        theta, steps, converged = _newton_polish(
-            landscape, theta, steps, converged, diverged | stalled, config
-        )
-        # where Newton stalls (nearly singular Hessians), plain descent finishes each replica's own budget
-        unfinished = torch.nonzero(~converged & ~diverged & ~stalled & (steps < config.max_steps)).squeeze(-1)
-        if unfinished.numel() > 0:
-            rest = dataclasses.replace(config, newton_polish=False)
-            tail = train(landscape, theta[unfinished], rest, budget=config.max_steps - steps[unfinished])
-            theta[unfinished] = tail.theta
-            steps[unfinished] += tail.steps
-            converged[unfinished] = tail.converged
-            stalled[unfinished] = torch.tensor(
-                [reason == "stalled" for reason in tail.stop_reason], dtype=torch.bool, device=device
-            )
-    total += steps
+    pending = torch.arange(R, device=device)
+    while pending.numel() > 0:
+        # gradient descent on the pending replicas until each stops or reaches its switch point
+        active = pending
+        x, x_lr, step = theta[active], lr[active], steps[active]
+        switched = []
+        while active.numel() > 0:
+            g = landscape.grad(x)  # (A, P)
+            stat = landscape.stationarity_from_grad(x, g)  # (A,)
+            gnorm = g.norm(dim=-1)
+            curve.record(landscape, active, x, step)
+            blew_up = ~torch.isfinite(gnorm) | (gnorm > config.restart_grad_norm)
+            done = stat <= config.tol
+            out_of_budget = step >= limit[active]
+            switch = (stat <= switch_at[active]) & ~done
+            if window > 0:
+                check = (step > 0) & (step % window == 0) & ~done & ~blew_up & ~switch
+                if bool(check.any()):
+                    rows = active[check]
+                    now = landscape.loss(x[check])
+                    stuck = ~(now < checkpoint[rows] - config.stall_rtol * now.abs())
+                    checkpoint[rows] = now
+                    # a stuck replica with reductions left continues with a smaller step; else it stops
+                    slower = stuck & (reductions[rows] < config.stall_reductions)
+                    reductions[rows[slower]] += 1
+                    checkpoint[rows[slower]] = math.inf
+                    where = torch.nonzero(check).squeeze(-1)
+                    x_lr[where[slower]] = x_lr[where[slower]] * config.stall_lr_factor
+                    stalled[rows] = stuck & ~slower
+                    out_of_budget = out_of_budget | (check & stalled[active])
+            if bool(blew_up.any()):
+                rows = active[blew_up]
+                restarts[rows] += 1
+                total[rows] += step[blew_up]
+                x_lr[blew_up] = x_lr[blew_up] / 2
+                x[blew_up] = theta0[rows]
+                step[blew_up] = -1  # back to 0 after this iteration's increment
+                checkpoint[rows] = math.inf
+                gave_up = blew_up & (restarts[active] > config.max_restarts)
+                diverged[active[gave_up]] = True
+                done = done | gave_up
+                switch = switch & ~blew_up
+                g = torch.where(blew_up.unsqueeze(-1), torch.zeros_like(g), g)
+            leaving = done | out_of_budget | switch
+            if bool(leaving.any()):
+                rows = active[leaving]
+                theta[rows] = x[leaving]
+                steps[rows] = step[leaving]
+                lr[rows] = x_lr[leaving]
+                converged[rows] = done[leaving] & ~diverged[rows]
+                switched.append(active[switch])
+                keep = ~leaving
+                active, x, x_lr, step, g = active[keep], x[keep], x_lr[keep], step[keep], g[keep]
+                n_done += int((leaving & ~switch).sum())
+                if progress is not None:
+                    progress(n_done, R)
+                if active.numel() == 0:
+                    break
+            x = x - x_lr.unsqueeze(-1) * g
+            step = step + 1
+
+        # the guarded Newton finish on the replicas that reached their switch point
+        pending = torch.cat(switched) if switched else pending[:0]
+        if pending.numel() == 0:
+            break
+        finish = newton_finish(landscape, theta[pending], tol=config.tol, max_steps=config.newton_max_steps)
+        ok = pending[finish.accepted]
+        theta[ok] = finish.theta[finish.accepted]
+        newton_steps[ok] = finish.steps[finish.accepted]
+        steps[ok] += newton_steps[ok]
+        converged[ok] = True
+        n_done += int(ok.numel())
+        if progress is not None and ok.numel() > 0:
+            progress(n_done, R)
+        pending = pending[~finish.accepted]  # refused: resume descent, try again 100x lower
+        switch_at[pending] = switch_at[pending] / 100
+
     reasons = [
         "diverged"
         if bool(diverged[r])
@@ -204,80 +230,92 @@ def train(
         theta=theta,
         theta0=theta0,
         steps=steps,
-        total_steps=total,
+        total_steps=total + steps,
         lr=lr,
         restarts=restarts,
         converged=converged,
         diverged=diverged,
         stop_reason=reasons,
-        curve_steps=curve_steps,
-        curve=curve,
+        curve_steps=curve.steps,
+        curve=curve.values,
         seconds=time.perf_counter() - start,
+        newton_steps=newton_steps,
     )
 
 
-def _newton_polish(
-    landscape: Landscape,
-    theta: Tensor,
-    steps: Tensor,
-    converged: Tensor,
-    diverged: Tensor,
-    config: TrainConfig,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Newton steps theta <- theta - pinv(H) grad on replicas near a critical point.
+@dataclass(frozen=True)
+class NewtonFinish:
+    """Outcome of :func:`newton_finish` for R replicas."""
 
-    The pseudo-inverse drops eigenvalues below 1e-10 |H|, so symmetry-induced zero eigenvalues and the
-    flat directions of degenerate minima (over-parameterized students) do not blow up; there the
-    iteration still converges linearly (about 4x per step), far faster than gradient descent. A step
-    is kept only if it lowers the stationarity measure.
+    theta: Tensor  # (R, P) last iterate
+    steps: Tensor  # (R,) Newton steps taken
+    accepted: Tensor  # (R,) bool: converged to tol, never saw negative curvature, loss not above start
+
+
+def newton_finish(landscape: Landscape, theta: Tensor, *, tol: float, max_steps: int) -> NewtonFinish:
+    """Guarded Newton iteration x <- x - s H^+ grad from ``theta: (R, P)`` to stationarity <= ``tol``.
+
+    H^+ is H^{-1} by Cholesky where H is positive definite, else the pseudo-inverse from an
+    eigendecomposition that drops |lambda| < 1e-10 |H| (symmetry-induced zero eigenvalues and flat
+    directions of degenerate minima; there convergence is linear, about 4x per step). The step
+    s in (1, 1/2, 1/4, 1/8) is the first that lowers the stationarity measure. A replica is refused
+    (``accepted`` false) as soon as its Hessian has an eigenvalue below -1e-6 |H| (Newton converges
+    to saddles too: those are left to gradient descent, which escapes), when no step lowers the
+    measure, or when it ends above the loss it started from (descent never climbs).
     """
-    theta = theta.clone()
-    steps = steps.clone()
-    converged = converged.clone()
-    rows = torch.nonzero(~diverged).squeeze(-1)
-    if rows.numel() == 0:
-        return theta, steps, converged
-    x = theta[rows]
-    stat = landscape.stationarity(x)
-    stuck = torch.zeros_like(stat, dtype=torch.bool)  # negative curvature seen: left to descent
-    for _ in range(config.newton_max_steps):
-        todo = (stat > config.tol) & ~stuck
-        if not bool(todo.any()):
+    R = theta.shape[0]
+    x = theta.clone()
+    steps = torch.zeros(R, dtype=torch.long, device=theta.device)
+    refused = torch.zeros(R, dtype=torch.bool, device=theta.device)
+    stat = landscape.stationarity(x)  # (R,)
+    for _ in range(max_steps):
+        todo = torch.nonzero((stat > tol) & ~refused).squeeze(-1)
+        if todo.numel() == 0:
             break
-        H = landscape.hessian(x[todo])  # (A, P, P)
-        g = landscape.grad(x[todo])
-        ev, U = torch.linalg.eigh(0.5 * (H + H.transpose(-1, -2)))  # (A, P), (A, P, P)
-        # Newton converges to saddles too: where the curvature is clearly negative, hand the replica
-        # back to gradient descent (which escapes) instead of polishing it onto the saddle
-        saddle = ev[:, 0] < -1e-6 * ev.abs().amax(dim=-1)
-        if bool(saddle.any()):
-            idx_saddle = torch.nonzero(todo).squeeze(-1)[saddle]
-            stuck[idx_saddle] = True
-        keep = ev.abs() > 1e-10 * ev.abs().amax(dim=-1, keepdim=True)
-        inv = torch.where(keep, 1.0 / torch.where(keep, ev, torch.ones_like(ev)), torch.zeros_like(ev))
-        delta = (U * inv.unsqueeze(-2)) @ (U.transpose(-1, -2) @ g.unsqueeze(-1))
-        delta = delta.squeeze(-1)
-        # backtracking: the first of the steps delta, delta/2, delta/4, delta/8 that lowers the measure
-        cand = x[todo] - delta
+        xt = x[todo]
+        g = landscape.grad(xt)  # (A, P)
+        H = landscape.hessian(xt)  # (A, P, P)
+        H = 0.5 * (H + H.transpose(-1, -2))
+        delta, saddle = _newton_direction(H, g)  # (A, P), (A,)
+        cand = xt - delta
         cand_stat = landscape.stationarity(cand)
-        cand_stat[saddle] = math.inf  # never step towards a saddle
-        for shrink in (0.5, 0.25, 0.125):
-            worse = ~(cand_stat < stat[todo])
+        for shrink in (0.5, 0.25, 0.125):  # backtracking on the stationarity measure
+            worse = ~(cand_stat < stat[todo]) & ~saddle
             if not bool(worse.any()):
                 break
-            worse = worse & ~saddle
-            if not bool(worse.any()):
-                break
-            retry = x[todo][worse] - shrink * delta[worse]
-            cand[worse] = retry
-            cand_stat[worse] = landscape.stationarity(retry)
-        better = cand_stat < stat[todo]
-        idx = torch.nonzero(todo).squeeze(-1)[better]
-        x[idx] = cand[better]
-        stat[idx] = cand_stat[better]
-        steps[rows[idx]] += 1
-        if not bool(better.any()):
-            break
-    theta[rows] = x
-    converged[rows] = stat <= config.tol
-    return theta, steps, converged
+            cand[worse] = xt[worse] - shrink * delta[worse]
+            cand_stat[worse] = landscape.stationarity(cand[worse])
+        better = (cand_stat < stat[todo]) & ~saddle
+        refused[todo[~better]] = True
+        moved = todo[better]
+        x[moved] = cand[better]
+        stat[moved] = cand_stat[better]
+        steps[moved] += 1
+    accepted = ~refused & (stat <= tol)
+    if bool(accepted.any()):
+        rows = torch.nonzero(accepted).squeeze(-1)
+        start_loss = landscape.loss(theta[rows])
+        end_loss = landscape.loss(x[rows])
+        climbed = end_loss > start_loss + 1e-12 * start_loss.abs().clamp_min(1.0)
+        accepted[rows[climbed]] = False
+    return NewtonFinish(theta=x, steps=steps, accepted=accepted)
+
+
+def _newton_direction(H: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
+    """H^+ g for symmetric ``H: (A, P, P)``, ``g: (A, P)``; and which rows have negative curvature."""
+    A = H.shape[0]
+    delta = torch.zeros_like(g)
+    saddle = torch.zeros(A, dtype=torch.bool, device=g.device)
+    chol, info = torch.linalg.cholesky_ex(H)
+    pd = info == 0
+    if bool(pd.any()):
+        delta[pd] = torch.cholesky_solve(g[pd].unsqueeze(-1), chol[pd]).squeeze(-1)
+    rest = torch.nonzero(~pd).squeeze(-1)
+    if rest.numel() > 0:
+        ev, U = torch.linalg.eigh(H[rest])  # (B, P), (B, P, P)
+        scale = ev.abs().amax(dim=-1, keepdim=True)
+        saddle[rest] = ev[:, 0] < -1e-6 * scale[:, 0]
+        keep = ev.abs() > 1e-10 * scale
+        inv = torch.where(keep, 1.0 / torch.where(keep, ev, torch.ones_like(ev)), torch.zeros_like(ev))
+        delta[rest] = ((U * inv.unsqueeze(-2)) @ (U.transpose(-1, -2) @ g[rest].unsqueeze(-1))).squeeze(-1)
+    return delta, saddle
