@@ -1,5 +1,5 @@
 """Plots (matplotlib's object API, no pyplot and no global backend): Hessian spectra and study summaries
-as PNG files."""
+as PNG files, their labels inside the figure."""
 
 from __future__ import annotations
 
@@ -11,64 +11,152 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 
-def spectrum_plot(eigenvalues: np.ndarray, path: Path, *, title: str = "Hessian spectrum") -> Path:
-    """Sorted Hessian eigenvalues as one small figure; cheap enough to draw for every counterexample."""
+def spectrum_plot(
+    eigenvalues: np.ndarray,
+    path: Path,
+    *,
+    title: str = "Hessian spectrum",
+    reference: np.ndarray | None = None,
+    reference_label: str = "a global minimum",
+) -> Path:
+    """Sorted Hessian eigenvalues of one run on a symlog axis (so lambda_min stays apart from 0), with
+    lambda_min marked and, when given, the sorted spectrum of a reference point (a global minimum)."""
     ev = np.sort(np.asarray(eigenvalues, dtype=float))
-    fig = Figure(figsize=(6, 3))
-    ax = fig.add_axes((0.1, 0.16, 0.86, 0.72))
-    ax.plot(ev, ".", ms=4)
+    fig = Figure(figsize=(6.4, 3.4), layout="constrained")
+    ax = fig.subplots()
+    if reference is not None and len(reference):
+        ax.plot(np.sort(reference), color="0.6", lw=1.2, label=reference_label)
+    ax.plot(ev, ".", ms=4, color="C3", label="this run")
     ax.axhline(0, color="k", lw=0.6)
-    ax.set_xlabel("index (sorted)")
-    ax.set_ylabel("Hessian eigenvalue")
+    ax.axhline(ev[0], color="C3", lw=0.8, ls="--", label=f"lambda_min = {ev[0]:.3g}")
+    _symlog(ax, ev, reference)
+    ax.set_xlabel("eigenvalue index (sorted)")
+    ax.set_ylabel("Hessian eigenvalue (symlog)")
+    ax.legend(fontsize=7, loc="upper left")
     ax.set_title(title, fontsize=9)
-    fig.savefig(path, dpi=90)
+    return _finish(fig, path, dpi=90)
+
+
+def _symlog(ax: Any, *spectra: np.ndarray | None) -> None:
+    """A symlog y axis for eigenvalues; starting at 0 when no eigenvalue is negative."""
+    linthresh = _linthresh(*spectra)
+    ax.set_yscale("symlog", linthresh=linthresh)
+    lowest = min(float(np.min(s)) for s in spectra if s is not None and np.size(s))
+    if lowest >= 0:
+        ax.set_ylim(bottom=0.0)
+
+
+def _linthresh(*spectra: np.ndarray | None) -> float:
+    """Linear range of a symlog axis: below the smallest nonzero |eigenvalue| shown (within 1e-6..1e-2),
+    so lambda_min sits on the log part, away from 0."""
+    values = np.concatenate([np.abs(np.ravel(s)) for s in spectra if s is not None and np.size(s)])
+    positive = values[values > 1e-12]
+    smallest = float(positive.min()) if len(positive) else 1e-2
+    return float(min(1e-2, max(1e-6, smallest / 2)))
+
+
+def _finish(fig: Figure, path: Path, *, dpi: int = 110) -> Path:
+    fig.savefig(path, dpi=dpi)
     return path
 
 
-def _subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
-    fig = Figure(figsize=figsize)
-    return fig, fig.subplots(*grid, **kwargs)
-
-
-def _finish(fig: Figure, path: Path) -> Path:
-    fig.savefig(path, dpi=100)
-    return path
+def _width_label(excess: float) -> str:
+    return "n = k" if excess == 0 else f"n = k{int(excess):+d}"
 
 
 def rate_vs_k_plot(table: pd.DataFrame, path: Path) -> Path:
     """Certified spurious rate against the teacher size k, one line per excess width n - k, with 95%
-    intervals. ``table`` has columns k, n, rate, rate_low, rate_high (one row per configuration)."""
-    fig, ax = _subplots(figsize=(6, 4))
+    intervals and the counts (x/N) beside each point. ``table`` has columns k, n, runs,
+    certified_spurious, rate, rate_low, rate_high (one row per configuration)."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
     table = table.assign(excess=table["n"] - table["k"])
-    for excess, rows in table.groupby("excess", sort=True):
+    top = float(np.nanmax(table["rate_high"])) if len(table) else 1.0
+    for number, (excess, rows) in enumerate(table.groupby("excess", sort=True)):
         rows = rows.sort_values("k")
         error = [rows["rate"] - rows["rate_low"], rows["rate_high"] - rows["rate"]]
-        label = "n = k" if excess == 0 else f"n = k{int(excess):+d}"
-        offset = 0.06 * float(excess)  # keep overlapping error bars apart
-        ax.errorbar(rows["k"] + offset, rows["rate"], yerr=error, marker="o", capsize=3, label=label)
+        offset = 0.08 * float(number)  # keep overlapping error bars apart
+        bars = ax.errorbar(
+            rows["k"] + offset,
+            rows["rate"],
+            yerr=error,
+            marker="o",
+            capsize=3,
+            clip_on=False,  # a zero rate sits on the axis, fully drawn
+            label=_width_label(float(excess)),
+        )
+        color = bars[0].get_color()
+        for k, rate, hits, runs in zip(
+            rows["k"], rows["rate"], rows["certified_spurious"], rows["runs"], strict=True
+        ):
+            ax.annotate(
+                f"{int(hits)}/{int(runs)}",
+                (k + offset, rate),
+                textcoords="offset points",
+                xytext=(6, 4 + 11 * number),  # series apart where their points coincide
+                fontsize=7,
+                color=color,
+                bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
+            )
     ax.set_xlabel("teacher size k")
     ax.set_ylabel("certified spurious rate")
     ax.set_xticks(sorted(table["k"].unique()))
-    ax.set_ylim(bottom=0)
-    ax.legend(title="student width")
-    ax.set_title("Certified spurious minima vs k (95% Wilson intervals)", fontsize=10)
+    ax.set_ylim(-0.02 * max(top, 0.05), max(top, 0.05) * 1.12)
+    ax.axhline(0, color="0.7", lw=0.6, zorder=0)
+    ax.legend(title="student width", fontsize=8)
+    runs = int(table["runs"].sum())
+    ks = table["k"].to_numpy(dtype=float)
+    ax.set_xlim(ks.min() - 0.5, ks.max() + 0.7)
+    ax.set_title(
+        f"Certified spurious minima vs k: {runs} runs in {len(table)} configurations\n"
+        "95% Wilson intervals; labels: certified spurious / runs",
+        fontsize=9,
+    )
     return _finish(fig, path)
 
 
-def family_levels_plot(families: pd.DataFrame, path: Path) -> Path:
-    """Loss of each family of spurious minima against k; marker area grows with its number of runs."""
-    fig, ax = _subplots(figsize=(6, 4))
+def family_levels_plot(families: pd.DataFrame, path: Path, *, l_star: float = 0.0) -> Path:
+    """Loss of each family of spurious minima against k, with L* for reference; marker area grows with
+    its number of runs, and each family is labelled with that number."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
     families = families.assign(excess=families["n"] - families["k"])
     largest = max(1, int(families["runs"].max()))
-    for excess, rows in families.groupby("excess", sort=True):
-        label = "n = k" if excess == 0 else f"n = k{int(excess):+d}"
+    for number, (excess, rows) in enumerate(families.groupby("excess", sort=True)):
         sizes = 30 + 270 * rows["runs"] / largest
-        ax.scatter(rows["k"], rows["loss"], s=sizes, alpha=0.6, edgecolors="k", label=label)
+        offset = 0.08 * float(number)
+        color = f"C{number}"
+        ax.scatter(
+            rows["k"] + offset,
+            rows["loss"],
+            s=sizes,
+            alpha=0.6,
+            edgecolors="k",
+            color=color,
+            label=_width_label(float(excess)),
+        )
+        for k, loss, runs in zip(rows["k"], rows["loss"], rows["runs"], strict=True):
+            ax.annotate(
+                f"{int(runs)}",
+                (k + offset, loss),
+                textcoords="offset points",
+                xytext=(7, 3),
+                fontsize=7,
+                color=color,
+            )
+    ax.axhline(l_star, color="k", lw=0.8, ls="--", label=f"L* = {l_star:g} (global minimum)")
     ax.set_xlabel("teacher size k")
     ax.set_ylabel("loss of the family")
     ax.set_xticks(sorted(families["k"].unique()))
-    ax.legend(title=f"student width (area ~ runs, max {largest})")
-    ax.set_title("Loss levels of families of certified spurious minima", fontsize=10)
+    ks = families["k"].to_numpy(dtype=float)
+    ax.set_xlim(ks.min() - 0.5, ks.max() + 0.7)
+    ax.set_ylim(bottom=min(l_star, float(families["loss"].min())) - 0.05 * float(families["loss"].max()))
+    ax.legend(title="student width (area, label: runs)", fontsize=8)
+    ax.set_title(
+        f"Loss levels of {len(families)} families of certified spurious minima "
+        f"({int(families['runs'].sum())} runs)",
+        fontsize=9,
+    )
     return _finish(fig, path)
 
 
@@ -77,14 +165,9 @@ def spectra_comparison_plot(
 ) -> Path:
     """Sorted Hessian eigenvalues (left) and their pooled histograms (right) at global minima
     ``(G, P)`` and at spurious family representatives (label -> ``(P,)``)."""
-    fig, (ax1, ax2) = _subplots(1, 2, figsize=(10, 3.8))
-    for i, ev in enumerate(global_spectra):
-        ax1.plot(np.sort(ev), color="0.55", lw=1, label="global minima" if i == 0 else None)
-    for label, ev in spurious.items():
-        ax1.plot(np.sort(ev), ".-", ms=3, lw=0.8, label=label)
-    ax1.set_yscale("symlog", linthresh=1e-2)
-    ax1.set_xlabel("eigenvalue index (sorted)")
-    ax1.set_ylabel("Hessian eigenvalue")
+    fig = Figure(figsize=(10.5, 4.0), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2)
+    _sorted_spectra(ax1, global_spectra, spurious)
     ax1.legend(fontsize=7)
     pooled = [np.ravel(global_spectra), np.concatenate(list(spurious.values()))]
     low = min(float(np.min(p)) for p in pooled if len(p))
@@ -101,10 +184,43 @@ def spectra_comparison_plot(
     return _finish(fig, path)
 
 
+def _sorted_spectra(ax: Any, global_spectra: np.ndarray, spurious: dict[str, np.ndarray]) -> None:
+    """Sorted spectra on a symlog axis: global minima in grey, spurious ones in colour."""
+    for i, ev in enumerate(global_spectra):
+        label = f"global minima ({len(global_spectra)})" if i == 0 else None
+        ax.plot(np.sort(ev), color="0.55", lw=1, label=label)
+    for label, ev in spurious.items():
+        ax.plot(np.sort(ev), ".-", ms=3, lw=0.8, label=label)
+    ax.axhline(0, color="k", lw=0.5)
+    _symlog(ax, *global_spectra, *spurious.values())
+    ax.set_xlabel("eigenvalue index (sorted)")
+    ax.set_ylabel("Hessian eigenvalue (symlog)")
+
+
+def spectra_across_k_plot(
+    panels: list[tuple[str, np.ndarray, dict[str, np.ndarray]]], path: Path, *, title: str
+) -> Path:
+    """One panel per configuration (title, global spectra ``(G, P)``, spurious label -> ``(P,)``): the
+    sorted spectra at global and spurious minima side by side across k, on one symlog scale."""
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig = Figure(figsize=(4.2 * columns, 3.4 * rows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(rows, columns, sharey=True)).ravel()
+    for ax, (label, global_spectra, spurious) in zip(axes, panels, strict=False):
+        _sorted_spectra(ax, global_spectra, spurious)
+        ax.set_title(label, fontsize=9)
+        ax.legend(fontsize=6)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=10)
+    return _finish(fig, path)
+
+
 def basin_plot(table: pd.DataFrame, x: str, lines: list[str], path: Path, *, xlabel: str) -> Path:
     """Fraction of runs reaching L* (with 95% intervals) and of monotone straight lines from the
     initialization, against ``x``; one line per value of ``lines``."""
-    fig, (ax1, ax2) = _subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    fig = Figure(figsize=(10.5, 4.0), layout="constrained")
+    ax1, ax2 = fig.subplots(1, 2, sharex=True)
     groups = table.groupby(lines, sort=True) if lines else [((), table)]
     categorical = not pd.api.types.is_numeric_dtype(table[x])
     ticks = sorted(table[x].astype(str).unique()) if categorical else sorted(table[x].unique())
@@ -119,25 +235,43 @@ def basin_plot(table: pd.DataFrame, x: str, lines: list[str], path: Path, *, xla
         values = key if isinstance(key, tuple) else (key,)
         label = ", ".join(f"{c}={v}" for c, v in zip(lines, values, strict=True)) or None
         error = [rows["reached"] - rows["reached_low"], rows["reached_high"] - rows["reached"]]
-        ax1.errorbar(xs, rows["reached"], yerr=error, marker="o", capsize=3, label=label)
-        ax2.plot(xs, rows["monotone"], marker="s", label=label)
+        bars = ax1.errorbar(
+            xs, rows["reached"], yerr=error, marker="o", capsize=3, label=label, clip_on=False
+        )
+        ax2.plot(xs, rows["monotone"], marker="s", label=label, clip_on=False)
+        if "runs" in rows:
+            for x_at, fraction, runs in zip(xs, rows["reached"], rows["runs"], strict=True):
+                ax1.annotate(
+                    f"{round(fraction * runs)}/{int(runs)}",
+                    (x_at, fraction),
+                    textcoords="offset points",
+                    xytext=(5, 4 - 10 * (number % 3)),
+                    fontsize=7,
+                    color=bars[0].get_color(),
+                )
     for ax, ylabel in ((ax1, "fraction reaching L*"), (ax2, "fraction of monotone straight lines")):
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
-        ax.set_ylim(-0.03, 1.03)
+        ax.set_ylim(-0.03, 1.1)
         if categorical:
             ax.set_xticks(range(len(ticks)), ticks)
         else:
             ax.set_xticks(ticks)
         if lines:
             ax.legend(fontsize=7)
-    fig.suptitle("Quality of the initial basin (95% Wilson intervals)", fontsize=10)
+    runs = f"{int(table['runs'].sum())} runs, " if "runs" in table else ""
+    fig.suptitle(
+        f"Quality of the initial basin: {runs}{len(table)} configurations (95% Wilson intervals; "
+        "labels: reached/runs)",
+        fontsize=10,
+    )
     return _finish(fig, path)
 
 
 def accuracy_bars_plot(table: pd.DataFrame, labels: list[str], path: Path) -> Path:
     """Mean train and test accuracy per configuration (bars, +- one standard deviation)."""
-    fig, ax = _subplots(figsize=(max(5.0, 1.2 * len(labels) + 2), 4))
+    fig = Figure(figsize=(max(5.0, 1.2 * len(labels) + 2), 4), layout="constrained")
+    ax = fig.subplots()
     xs = np.arange(len(table))
     width = 0.38
     for shift, column, color in ((-width / 2, "train_acc", "C0"), (width / 2, "test_acc", "C1")):

@@ -169,40 +169,77 @@ def _families_section(
         + ["isotropy_rows", "row_cells", "representative", "key"]
     ]
     lines += ["", markdown_table(shown)]
-    written = [plots.family_levels_plot(families, folder / "family_losses.png")]
-    spectra = _spectra_plot(hunt, families, folder)
-    if spectra is not None:
-        written.append(spectra)
+    l_star = float(hunt.runs["l_star"].median()) if "l_star" in hunt.runs else 0.0
+    written = [plots.family_levels_plot(families, folder / "family_losses.png", l_star=l_star)]
+    written += _spectra_plots(hunt, families, folder)
     return written
 
 
-def _spectra_plot(hunt: HuntFolder, families: pd.DataFrame, folder: Path) -> Path | None:
-    """Spectra at global vs spurious minima for the configuration with the most spurious families."""
+GLOBAL_SPECTRA_DRAWN = 40  # global-minimum spectra drawn per configuration (they nearly coincide)
+
+
+def _spectra_panels(
+    hunt: HuntFolder, families: pd.DataFrame
+) -> list[tuple[int, int, int, int, np.ndarray, dict[str, np.ndarray]]]:
+    """Per (k, n) with families: (k, n, global runs, spurious runs, global spectra drawn ``(G, P)``,
+    family label -> representative spectrum), in order of k then n."""
     runs = hunt.runs
-    counts = families.groupby(["k", "n"])["runs"].agg(["size", "sum"]).reset_index()
-    counts = counts.sort_values(["size", "sum", "k", "n"], ascending=[False, False, False, True])
-    for k, n in zip(counts["k"], counts["n"], strict=True):
-        chosen = families[(families["k"] == k) & (families["n"] == n)]
+    panels = []
+    for (k, n), chosen in families.groupby(["k", "n"], sort=True):
         same = runs.loc[chosen["representative"]]
         config = runs
         for column in hunt.param_columns:  # the representatives' configuration (first one's)
             config = config[config[column] == same[column].iloc[0]]
-        global_rows = config[config["critical_point"] == "global_minimum"].head(8)
-        global_spectra = hunt.stacked(global_rows, "eigenvalues") if len(global_rows) else np.zeros((0, 0))
+        global_rows = config[config["critical_point"] == "global_minimum"]
+        drawn = global_rows.head(GLOBAL_SPECTRA_DRAWN)
+        global_spectra = hunt.stacked(drawn, "eigenvalues") if len(drawn) else np.zeros((0, 0))
         spurious_spectra = hunt.stacked(same, "eigenvalues")
         if spurious_spectra is None or spurious_spectra.shape[1] == 0 or global_spectra is None:
             continue
         labels = [
-            f"family {f} (loss {loss:.4g})" for f, loss in zip(chosen["family"], chosen["loss"], strict=True)
+            f"family {f}: {int(r)} run{'s' * (int(r) != 1)}, loss {loss:.4g}"
+            for f, r, loss in zip(chosen["family"], chosen["runs"], chosen["loss"], strict=True)
         ]
-        return plots.spectra_comparison_plot(
+        spurious = dict(zip(labels, spurious_spectra, strict=True))
+        panels.append((int(k), int(n), len(global_rows), int(chosen["runs"].sum()), global_spectra, spurious))
+    return panels
+
+
+def _spectra_plots(hunt: HuntFolder, families: pd.DataFrame, folder: Path) -> list[Path]:
+    """Spectra at global vs spurious minima: in detail for the configuration with the most families,
+    and across every (k, n) with families in one figure."""
+    panels = _spectra_panels(hunt, families)
+    if not panels:
+        return []
+
+    def shown(global_runs: int, drawn: int) -> str:
+        return f"{global_runs}" if drawn == global_runs else f"{drawn} of {global_runs}"
+
+    k, n, global_runs, spurious_runs, global_spectra, spurious = max(
+        panels, key=lambda p: (len(p[5]), p[3], p[0], -p[1])
+    )
+    written = [
+        plots.spectra_comparison_plot(
             global_spectra,
-            dict(zip(labels, spurious_spectra, strict=True)),
+            spurious,
             folder / "hessian_spectra.png",
-            title=f"Hessian spectra at global and spurious minima, k={k}, n={n} "
-            f"({len(global_spectra)} global runs)",
+            title=f"Hessian spectra at k={k}, n={n}: {shown(global_runs, len(global_spectra))} "
+            f"global-minimum runs vs {len(spurious)} spurious famil{'y' if len(spurious) == 1 else 'ies'} "
+            f"({spurious_runs} runs)",
         )
-    return None
+    ]
+    if len(panels) >= 2:
+        written.append(
+            plots.spectra_across_k_plot(
+                [
+                    (f"k={k}, n={n}: {shown(g, len(gs))} global, {s} spurious runs", gs, sp)
+                    for k, n, g, s, gs, sp in panels
+                ],
+                folder / "hessian_spectra_across_k.png",
+                title="Sorted Hessian spectra at global (grey) and spurious minima across k",
+            )
+        )
+    return written
 
 
 def _basin_section(hunt: HuntFolder, lines: list[str], folder: Path) -> list[Path]:

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from study.diagnostics.verify import VERDICT_TAG
 from study.record import RunBatch
+from study.training.gd import loss_history
 
 TAG_HUNT = "minima_hunt.hunt"
 TAG_KIND = "minima_hunt.kind"  # hunt | trial | run
@@ -174,11 +175,9 @@ class HuntTracker:
                         and not isinstance(value, bool | np.bool_)
                     ):
                         metrics[name] = _metric_value(value)
-                curve = [
-                    (int(step), float(v))
-                    for step, v in zip(batch.curve_steps, batch.curve[row_index], strict=False)
-                    if np.isfinite(v)
-                ]
+                curve = loss_history(
+                    batch.curve_steps, batch.curve[row_index], int(data["steps"]), float(data["loss"])
+                )
                 tags = {
                     "critical_point": str(data["critical_point"]),
                     "certified": "true" if bool(data.get("certified", False)) else "false",

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -42,7 +43,7 @@ class TrainConfig:
     newton_polish: bool = False
     newton_polish_at: float = 1e-4  # switch to Newton steps once stationarity falls below this
     newton_max_steps: int = 40
-    curve_points: int = 64  # loss-curve samples kept per run
+    curve_points: int = 64  # loss-curve grid: this many log-spaced steps over [0, max_steps)
     # chatter at a kink (piecewise-linear nets): every stall_window steps a replica whose loss fell by
     # less than stall_rtol (relative) since the last check stops as "stalled" (0: never)
     stall_window: int = 0
@@ -78,29 +79,29 @@ class TrainResult:
     converged: Tensor  # (R,) bool: stationarity <= tol
     diverged: Tensor  # (R,) bool
     stop_reason: list[str]  # per replica: converged, max_steps, stalled or diverged
-    curve_steps: Tensor  # (C,) step indices where the loss curve was sampled
-    curve: Tensor  # (R, C) loss at those steps (NaN once a replica has stopped)
+    curve_steps: Tensor  # (C,) log-spaced step indices where the loss curve was sampled
+    curve: Tensor  # (R, C) loss at those steps (NaN once a replica has stopped); the final loss
+    # at total_steps completes it (see loss_history)
     seconds: float
     newton_steps: Tensor | None = None  # (R,) accepted Newton steps (included in steps)
 
 
 class _LossCurve:
-    """The loss at every ``every``-th gradient step of each replica's final attempt, ``(R, C)``."""
+    """The loss of each replica on a log-spaced grid of steps (:func:`log_grid`), counted over all its
+    attempts as ``total_steps`` counts them, ``(R, C)``."""
 
     def __init__(self, R: int, config: TrainConfig, like: Tensor) -> None:
-        self.every = max(1, config.max_steps // max(1, config.curve_points))
         self.enabled = config.curve_points > 0
-        self.steps = torch.arange(0, config.max_steps, self.every, device=like.device)  # (C,)
+        self.steps = log_grid(config.max_steps, config.curve_points, device=like.device)  # (C,)
         self.values = torch.full((R, len(self.steps)), math.nan, dtype=like.dtype, device=like.device)
-        self.limit = config.max_steps
 
     def record(self, landscape: Landscape, rows: Tensor, x: Tensor, step: Tensor) -> None:
         """Sample the replicas ``rows`` (at points ``x: (A, P)``, steps ``(A,)``) that sit on the grid."""
         if not self.enabled:
             return
-        on_grid = (step % self.every == 0) & (step < self.limit)
+        on_grid, column = grid_columns(self.steps, step)
         if bool(on_grid.any()):
-            self.values[rows[on_grid], step[on_grid] // self.every] = landscape.loss(x[on_grid])
+            self.values[rows[on_grid], column[on_grid]] = landscape.loss(x[on_grid])
 
 
 def train(
@@ -149,7 +150,7 @@ def train(
             g = landscape.grad(x)  # (A, P)
             stat = landscape.stationarity_from_grad(x, g)  # (A,)
             gnorm = g.norm(dim=-1)
-            curve.record(landscape, active, x, step)
+            curve.record(landscape, active, x, total[active] + step)
             blew_up = ~torch.isfinite(gnorm) | (gnorm > config.restart_grad_norm)
             done = stat <= config.tol
             out_of_budget = step >= limit[active]
@@ -319,3 +320,34 @@ def _newton_direction(H: Tensor, g: Tensor) -> tuple[Tensor, Tensor]:
         inv = torch.where(keep, 1.0 / torch.where(keep, ev, torch.ones_like(ev)), torch.zeros_like(ev))
         delta[rest] = ((U * inv.unsqueeze(-2)) @ (U.transpose(-1, -2) @ g[rest].unsqueeze(-1))).squeeze(-1)
     return delta, saddle
+
+
+def log_grid(max_steps: int, points: int, *, device: torch.device | str = "cpu") -> Tensor:
+    """Distinct integer steps in [0, max_steps), evenly spaced in log(1 + step): ``points`` candidates
+    10^(j log10(max_steps) / (points - 1)) - 1 rounded, so step 0 is always on it. ``(C,)``, C <= points."""
+    if points <= 0:
+        return torch.zeros(0, dtype=torch.long, device=device)
+    candidates = torch.logspace(0, math.log10(max_steps), max(2, points), dtype=torch.float64) - 1
+    steps = torch.unique(candidates.round().long().clamp(0, max_steps - 1))
+    return steps.to(device)
+
+
+def grid_columns(grid: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
+    """For steps ``(A,)``: whether each is on the sorted ``grid (C,)`` and its column there."""
+    column = torch.searchsorted(grid, step).clamp(max=max(0, grid.numel() - 1))
+    return grid[column] == step, column
+
+
+def loss_history(
+    curve_steps: np.ndarray, curve: np.ndarray, total_steps: int, final_loss: float
+) -> list[tuple[int, float]]:
+    """One run's loss curve as (step, loss) pairs: its finite grid samples before ``total_steps``,
+    then the final loss at ``total_steps`` (so the first and the last step are always there)."""
+    history = [
+        (int(s), float(v))
+        for s, v in zip(curve_steps, curve, strict=False)
+        if int(s) < total_steps and math.isfinite(float(v))
+    ]
+    if math.isfinite(final_loss) or not history:
+        history.append((int(total_steps), float(final_loss)))
+    return history

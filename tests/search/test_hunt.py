@@ -55,6 +55,7 @@ def test_tiny_hunt_logs_every_run_once_and_resumes(tmp_path, ray_local):
     client = MlflowClient(tracking_uri=default_tracking_uri(out))
     history = client.get_metric_history(training[0].info.run_id, "loss_curve")
     assert len(history) >= 2 and history[0].step == 0
+    assert history[-1].step == int(training[0].data.metrics["steps"])
     # the filter a reviewer uses works
     exp = client.get_experiment_by_name("tiny")
     globals_ = client.search_runs([exp.experiment_id], 'tags.critical_point = "global_minimum"')

@@ -5,7 +5,7 @@ import torch
 from study.landscapes.base import Landscape, seeded_normal
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
 from study.runs import RunSpec, run_replicas
-from study.training.gd import TrainConfig, train
+from study.training.gd import TrainConfig, loss_history, train
 
 torch.set_num_threads(1)
 
@@ -166,3 +166,34 @@ def test_per_replica_budget():
     assert result.steps.tolist() == [5, 17, 40] and result.stop_reason == ["max_steps"] * 3
     alone = train(landscape, theta0[1:2], TrainConfig(tol=1e-14), budget=torch.tensor([17]))
     torch.testing.assert_close(alone.theta[0], result.theta[1], rtol=0, atol=0)
+
+
+def test_loss_curve_is_log_spaced_over_the_steps_taken_with_first_and_last():
+    landscape = TeacherStudent(TeacherStudentConfig(k=4, n=4))
+    theta0 = landscape.init([3, 4])
+    config = TrainConfig(tol=1e-9, max_steps=200_000)
+    result = train(landscape, theta0, config)
+    grid = result.curve_steps.tolist()
+    assert grid[0] == 0 and grid == sorted(set(grid)) and grid[-1] < config.max_steps
+    ratios = [b / a for a, b in zip(grid[20:], grid[21:], strict=False)]
+    assert max(ratios) / min(ratios) < 1.1  # evenly spaced in log(step) once steps are large
+    for r in range(2):
+        steps = int(result.total_steps[r])
+        assert steps > 1000  # a run of a few thousand steps ...
+        history = loss_history(
+            result.curve_steps.numpy(),
+            result.curve[r].numpy(),
+            steps,
+            float(landscape.loss(result.theta[r : r + 1])),
+        )
+        assert len(history) >= 16  # ... gets a curve of many points, not 2
+        assert history[0][0] == 0 and history[-1][0] == steps
+        assert [s for s, _ in history] == sorted({s for s, _ in history})
+        # each sample is the loss after that many plain descent steps from the initialization
+        x = theta0[r : r + 1].clone()
+        want = {}
+        for step in range(steps):
+            want[step] = float(landscape.loss(x))
+            x = x - config.lr * landscape.grad(x)
+        for step, value in history[:-1]:
+            assert value == want[step]
