@@ -29,7 +29,7 @@ class ChunkPool(Generic[Key]):
     chunk_size: int
     gpu_fraction: float
     max_inflight: int
-    _pending: dict[Any, _Trial[Key]] = field(default_factory=dict)  # ray ref -> its trial
+    _pending: dict[Any, tuple[_Trial[Key], int]] = field(default_factory=dict)  # ray ref -> trial, runs
     _trials: list[_Trial[Key]] = field(default_factory=list)
 
     @staticmethod
@@ -60,14 +60,12 @@ class ChunkPool(Generic[Key]):
         """Submit a trial's runs as chunks of ``chunk_size`` seeds."""
         item = _Trial(key=key, refs=[])
         for start in range(0, len(seeds), self.chunk_size):
+            chunk = seeds[start : start + self.chunk_size]  # the last one may be shorter
             ref = ray_pool.submit_chunk(
-                spec,
-                seeds[start : start + self.chunk_size],
-                gpu_fraction=self.gpu_fraction,
-                use_gpu=self.cluster.gpus > 0,
+                spec, chunk, gpu_fraction=self.gpu_fraction, use_gpu=self.cluster.gpus > 0
             )
             item.refs.append(ref)
-            self._pending[ref] = item
+            self._pending[ref] = (item, len(chunk))
         self._trials.append(item)
 
     def wait(self, timeout: float = 5.0) -> tuple[int, list[tuple[Key, list[RunBatch] | BaseException]]]:
@@ -77,13 +75,15 @@ class ChunkPool(Generic[Key]):
             return 0, []
         ready, _ = ray_pool.ray.wait(list(self._pending), num_returns=1, timeout=timeout)
         finished: list[tuple[Key, list[RunBatch] | BaseException]] = []
+        runs = 0
         for ref in ready:
-            item = self._pending.pop(ref)
+            item, size = self._pending.pop(ref)
+            runs += size
             item.done += 1
             if item.done == len(item.refs):
                 self._trials.remove(item)
                 finished.append((item.key, _gather(item.refs)))
-        return len(ready), finished
+        return runs, finished
 
 
 def _gather(refs: list[Any]) -> list[RunBatch] | BaseException:

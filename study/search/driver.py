@@ -29,6 +29,7 @@ from study.search.finish import TrialWriter
 from study.search.hunt_study import (
     AskedTrial,
     ask,
+    hunt_summary,
     open_study,
     recover_interrupted,
     remaining_trials,
@@ -36,6 +37,7 @@ from study.search.hunt_study import (
     trial_seeds,
     trials_table,
 )
+from study.search.objectives import summary_metrics
 from study.search.samplers import make_storage
 from study.spec import HuntSpec
 from study.tracking.mlflow_sink import HuntTracker, NullTracker, default_tracking_uri
@@ -119,7 +121,7 @@ def run_hunt(
         raise
     finally:
         writer.close()  # completed trials are logged and told even when interrupted
-        tracker.finish_hunt(status=status)
+        tracker.finish_hunt(status=status, metrics=summary_metrics(*hunt_summary(study)))
     wall = time.perf_counter() - hunt_start
     stats = {
         "wall_seconds": wall,
@@ -160,7 +162,9 @@ def _loop(
             finished += 1
             if on_trial is not None:
                 on_trial(outcome.row)
-        bar.set_postfix(trials=f"{finished}/{remaining}", counterexamples=counterexamples)
+        bar.set_postfix(
+            trials=f"{finished}/{remaining}", logging=writer.pending, counterexamples=counterexamples
+        )
 
     try:
         while to_ask > 0 or pool.busy:
@@ -169,16 +173,20 @@ def _loop(
                 to_ask -= 1
                 if asked is None:  # a configuration the landscape rejects: told FAIL already
                     finished += 1
-                    bar.update(spec.runs_per_trial)
+                    bar.total -= spec.runs_per_trial  # none of its runs will be trained
+                    bar.refresh()
                     continue
                 seeds = trial_seeds(spec, asked.seed_base, spec.runs_per_trial)
                 pool.submit((asked, time.perf_counter()), asked.run_spec, seeds)
-            chunks, done = pool.wait(timeout=5.0)
-            bar.update(chunks * min(spec.chunk_size, spec.runs_per_trial))
+            runs, done = pool.wait(timeout=5.0)
+            bar.update(runs)
             for (asked, started), outcome in done:
                 writer.submit(asked, outcome, started)
             harvest(wait=False)
+        if writer.pending:  # every run trained; the last trials are still being logged
+            bar.set_description(f"hunt {spec.name}: logging {writer.pending} trial(s)")
         writer.close()
+        bar.set_description(f"hunt {spec.name}")
         harvest(wait=True)
     finally:
         bar.close()

@@ -21,7 +21,7 @@ import optuna
 from study.diagnostics.critical import relabel_unknown_optimum
 from study.record import RunBatch, save_trial, trial_frame, write_tables
 from study.search.hunt_study import AskedTrial, trials_table
-from study.search.objectives import objective_value, trial_summary
+from study.search.objectives import objective_value, summary_metrics, trial_summary
 from study.spec import HuntSpec
 
 
@@ -78,6 +78,11 @@ class TrialWriter:
             self._futures.remove(future)
         return [f.result() for f in ready]
 
+    @property
+    def pending(self) -> int:
+        """Trials handed over and not yet logged and told."""
+        return sum(not f.done() for f in self._futures)
+
     def close(self) -> None:
         """Finish every trial already handed over (also when the hunt is interrupted)."""
         self._thread.shutdown(wait=True)
@@ -122,6 +127,7 @@ class TrialWriter:
         metrics = {f"objective_{o}": v for o, v in zip(self.spec.objective, values, strict=True)}
         metrics.update({f"count_{k}": float(v) for k, v in summary["counts"].items()})
         metrics["certified_spurious"] = float(summary["certified_spurious"])
+        metrics.update(summary_metrics(summary["runs"], summary["counterexamples"]))
         self.tracker.finish_trial(run_id, metrics=metrics)
         self.refresh_tables()
         row = {"number": trial.number, "state": "COMPLETE", **asked.values, **summary}

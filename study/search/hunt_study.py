@@ -103,6 +103,20 @@ def ask(study: optuna.Study, spec: HuntSpec) -> AskedTrial | None:
     return AskedTrial(trial=trial, values=resolved, run_spec=run_spec, seed_base=seed_base)
 
 
+def objective_names(study: optuna.Study) -> list[str]:
+    """The objectives' names (the pipeline's, recorded with the study), as table columns."""
+    names = study.user_attrs.get("objectives") or study.metric_names or []
+    return [f"objective {n}" if n in ("runs", "state", "trial") else str(n) for n in names]
+
+
+def hunt_summary(study: optuna.Study) -> tuple[int, int]:
+    """(runs, re-verified counterexamples) over the hunt's finished trials."""
+    table = trials_table(study)
+    if not len(table):
+        return 0, 0
+    return int(table["runs"].sum()), int(table["counterexamples"].fillna(0).sum())
+
+
 def trials_table(study: optuna.Study) -> pd.DataFrame:
     """One row per finished trial: state, parameters, objective values and the class counts."""
     rows = []
@@ -112,12 +126,13 @@ def trials_table(study: optuna.Study) -> pd.DataFrame:
             continue  # replaced by a re-run, or still to come (queued grid points)
         summary = json.loads(t.user_attrs.get("summary", "{}"))
         row: dict[str, Any] = {"trial": t.number, "state": t.state.name, **t.params}
-        for i, v in enumerate(t.values or []):
-            row[f"value_{i}"] = v
+        for name, v in zip(objective_names(study), t.values or [], strict=False):
+            row[name] = v
         row["runs"] = summary.get("runs", 0)
         for cls, count in summary.get("counts", {}).items():
             row[cls] = count
         row["certified_spurious"] = summary.get("certified_spurious", 0)
+        row["counterexamples"] = summary.get("counterexamples", row["certified_spurious"])
         row["lowest_spurious_loss"] = summary.get("lowest_spurious_loss")
         if t.state == optuna.trial.TrialState.FAIL:
             row["fail_reason"] = t.user_attrs.get("fail_reason", "")

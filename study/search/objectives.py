@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
 
 from study.record import certified_spurious as _certified_spurious
+
+COUNTEREXAMPLE_VERDICTS = ("confirmed", "contradiction_candidate")  # study.diagnostics.verify
 
 
 def objective_value(name: str, frame: pd.DataFrame, values: dict[str, Any]) -> float:
@@ -27,13 +30,37 @@ def objective_value(name: str, frame: pd.DataFrame, values: dict[str, Any]) -> f
     raise ValueError(f"unknown objective {name!r}")
 
 
+def counterexamples(frame: pd.DataFrame) -> pd.DataFrame:
+    """The re-verified counterexamples (verdict confirmed or contradiction_candidate); the certified
+    spurious minima when the hunt did not re-verify (no verdict column)."""
+    if "verdict" not in frame:
+        return _certified_spurious(frame)
+    return frame[frame["verdict"].isin(COUNTEREXAMPLE_VERDICTS)]
+
+
 def trial_summary(frame: pd.DataFrame) -> dict[str, Any]:
-    """Counts per class, certified counterexamples and the lowest spurious loss, for user attrs."""
+    """Counts per class, certified and re-verified counterexamples and the lowest spurious loss."""
     counts = frame["critical_point"].value_counts().to_dict()
     spurious = _certified_spurious(frame)
     return {
         "runs": len(frame),
         "counts": {str(k): int(v) for k, v in counts.items()},
         "certified_spurious": len(spurious),
+        "counterexamples": len(counterexamples(frame)),
         "lowest_spurious_loss": float(spurious["loss"].min()) if len(spurious) else None,
+    }
+
+
+def summary_metrics(runs: int, found: int) -> dict[str, float]:
+    """A trial's or a hunt's summary for MLflow: runs, counterexamples, their rate and its 95% Wilson
+    interval."""
+    from study.reports.tables import binomial_interval
+
+    low, high = binomial_interval(found, runs)
+    return {
+        "runs": float(runs),
+        "counterexamples": float(found),
+        "counterexample_rate": found / runs if runs else math.nan,
+        "counterexample_rate_low": low,
+        "counterexample_rate_high": high,
     }

@@ -13,9 +13,14 @@ from urllib.parse import quote, urlencode
 
 from mlflow.tracking import MlflowClient
 
+from study.diagnostics.verify import VERDICT_TAG
+
 DEFAULT_UI = "http://127.0.0.1:5000"
 
-# Certified spurious minima: the runs a reviewer opens first.
+# The runs a reviewer opens first: re-verified counterexamples (verdict confirmed or
+# contradiction_candidate, study.diagnostics.verify; runs without the tag do not match `!=`), and
+# certified spurious minima in a hunt that did not re-verify.
+VERIFIED_FILTER = f"tags.{VERDICT_TAG} != 'rejected'"
 COUNTEREXAMPLE_FILTER = "tags.critical_point = 'spurious_minimum' and tags.certified = 'true'"
 
 
@@ -58,8 +63,12 @@ def runs_link(
 
 
 def counterexamples_link(tracking_uri: str, experiment: str, *, port: int = 5000) -> str | None:
-    """The link to an experiment's counterexamples, or None when the experiment does not exist."""
-    found = MlflowClient(tracking_uri=tracking_uri).get_experiment_by_name(experiment)
+    """The link to an experiment's re-verified counterexamples (its certified spurious minima when none
+    was re-verified), or None when the experiment does not exist."""
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
-    return runs_link(ui_base(tracking_uri, port=port), found.experiment_id)
+    verified = client.search_runs([found.experiment_id], f"tags.{VERDICT_TAG} LIKE '%'", max_results=1)
+    filter_string = VERIFIED_FILTER if verified else COUNTEREXAMPLE_FILTER
+    return runs_link(ui_base(tracking_uri, port=port), found.experiment_id, filter_string)

@@ -25,6 +25,8 @@ from mlflow.tracking import MlflowClient
 
 from study.diagnostics.verify import VERDICT_TAG
 from study.record import RunBatch
+from study.record.schema import HYPOTHESIS_PREFIX, META_COLUMNS, PARAM_PREFIX, TRIAL_COLUMNS
+from study.tracking import naming
 from study.training.gd import loss_history
 
 TAG_HUNT = "minima_hunt.hunt"
@@ -33,16 +35,15 @@ TAG_SEED_BASE = "minima_hunt.seed_base"
 TAG_RUN_KEY = "minima_hunt.run_key"
 PARENT = "mlflow.parentRunId"
 RUN_METRICS = ("loss", "loss_gap", "grad_norm", "lambda_min", "lambda_max", "n_negative", "steps")
+# Bookkeeping columns of the run record logged as parameters, not metrics (they measure the run's
+# cost and settings, not its end point); trial, seed_base and param_* are tags and params already.
+BOOKKEEPING_PARAMS = ("train_seconds_per_run", "seconds_per_run", "final_lr", "device")
+NOT_METRICS = frozenset(("seed", *TRIAL_COLUMNS, *META_COLUMNS, *BOOKKEEPING_PARAMS))
+NOTE = "mlflow.note.content"  # the run's description in the UI
 
 
 def default_tracking_uri(out: Path) -> str:
     return f"sqlite:///{(out / 'mlflow.db').resolve()}"
-
-
-def run_name(values: dict[str, Any], seed: int) -> str:
-    """A readable name such as ``k8-n8-s17`` from the trial's integer parameters."""
-    parts = [f"{k}{v}" for k, v in values.items() if isinstance(v, int) and not isinstance(v, bool)]
-    return "-".join([*parts[:4], f"s{seed}"])
 
 
 def _metric_value(value: Any) -> float | None:
@@ -102,7 +103,7 @@ class HuntTracker:
             return str(found[0].info.run_id)
         run = self.client.create_run(
             self.experiment_id,
-            run_name=f"trial-{trial_number}",
+            run_name=naming.trial_name(trial_number, values),
             tags={
                 TAG_HUNT: self.hunt,
                 TAG_KIND: "trial",
@@ -133,9 +134,15 @@ class HuntTracker:
         self.client.log_batch(run_id, metrics=clean, tags=tags)
         self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
 
-    def finish_hunt(self, *, status: str = "FINISHED") -> None:
-        if self.hunt_run_id:
-            self.client.set_terminated(self.hunt_run_id, status=status)
+    def finish_hunt(self, *, status: str = "FINISHED", metrics: dict[str, float] | None = None) -> None:
+        """End the hunt's run with its summary metrics (runs, counterexamples, rate and interval)."""
+        if not self.hunt_run_id:
+            return
+        now = int(time.time() * 1000)
+        clean = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items() if math.isfinite(float(v))]
+        if clean:
+            self.client.log_batch(self.hunt_run_id, metrics=clean)
+        self.client.set_terminated(self.hunt_run_id, status=status)
 
     # ---- training runs -------------------------------------------------------------------------
     def log_runs(
@@ -170,7 +177,8 @@ class HuntTracker:
                 for name, value in data.items():
                     if (
                         name not in metrics
-                        and name != "seed"
+                        and name not in NOT_METRICS
+                        and not name.startswith(PARAM_PREFIX)
                         and isinstance(value, int | float | np.number)
                         and not isinstance(value, bool | np.bool_)
                     ):
@@ -187,16 +195,19 @@ class HuntTracker:
                     TAG_SEED_BASE: str(seed_base),
                     TAG_RUN_KEY: key,
                     PARENT: trial_run_id,
-                    "mlflow.runName": run_name(values, seed),
+                    "mlflow.runName": naming.run_name(data, values),
+                    NOTE: naming.description(data, values, trial=trial_number)[:5000],
+                    "counterexample": "true" if naming.is_counterexample(data) else "false",
                 }
                 for name, value in data.items():
-                    if name.startswith("hyp_"):
+                    if name.startswith(HYPOTHESIS_PREFIX):
                         tags[name] = str(bool(value)).lower()
                 if data.get("verdict"):  # a re-verified counterexample (study.diagnostics.verify)
                     tags[VERDICT_TAG] = str(data["verdict"])
                     tags["verdict_reason"] = str(data.get("verdict_reason", ""))[:5000]
                     tags["family"] = str(data.get("family", ""))
                 params = {**params_common, "seed": seed}
+                params.update({name: data[name] for name in BOOKKEEPING_PARAMS if name in data})
                 records.append((key, tags, params, metrics, curve, row_index, data))
             if not records:
                 return 0
@@ -217,7 +228,7 @@ class HuntTracker:
                         params=[Param(k, str(v)[:6000]) for k, v in params.items()],
                     )
                     self.client.set_terminated(run.info.run_id)
-            self._log_counterexample_artifacts(records, batch, seed_base)
+            self._log_counterexample_artifacts(records, batch, seed_base, values, trial_number)
             self.runs_logged += len(records)
             return len(records)
 
@@ -331,31 +342,42 @@ class HuntTracker:
                 if rows:
                     session.execute(model.__table__.insert(), rows)
 
-    def _log_counterexample_artifacts(self, records: list[Any], batch: RunBatch, seed_base: int) -> None:
+    def _log_counterexample_artifacts(
+        self, records: list[Any], batch: RunBatch, seed_base: int, values: dict[str, Any], trial_number: int
+    ) -> None:
+        """Beside each certified spurious minimum: its weights, initialization, Hessian spectrum (array
+        and plot, against a global minimum of the same trial when there is one) and certificate.json."""
         chosen = [
-            (key, i)
-            for key, tags, _p, _m, _c, i, _d in records
+            (key, i, data)
+            for key, tags, _p, _m, _c, i, data in records
             if tags["critical_point"] == "spurious_minimum" and tags["certified"] == "true"
         ]
         if not chosen:
             return
-        ids = self.run_ids_by_key(seed_base, [key for key, _ in chosen])
+        ids = self.run_ids_by_key(seed_base, [key for key, _, _ in chosen])
         from study.reports.plots import spectrum_plot
 
+        classes = batch.frame["critical_point"].to_numpy()
+        global_rows = np.flatnonzero(classes == "global_minimum")
+        reference = batch.eigenvalues[global_rows[0]] if len(global_rows) else None
         with tempfile.TemporaryDirectory() as tmp:
-            for key, i in chosen:
+            for key, i, data in chosen:
                 if key not in ids:
                     continue
                 folder = Path(tmp) / str(i)
                 folder.mkdir()
                 np.save(folder / "weights.npy", batch.theta[i])
                 np.save(folder / "init.npy", batch.theta0[i])
+                certificate = naming.certificate_json(data, values, key=key, trial=trial_number)
+                (folder / "certificate.json").write_text(certificate)
                 if batch.eigenvalues.shape[1]:
                     np.save(folder / "hessian_eigenvalues.npy", batch.eigenvalues[i])
                     spectrum_plot(
                         batch.eigenvalues[i],
                         folder / "hessian_spectrum.png",
-                        title=f"{key}: Hessian spectrum",
+                        title=f"Hessian spectrum: {naming.run_name(data, values)}",
+                        reference=reference,
+                        reference_label="a global minimum of the same trial",
                     )
                 self.client.log_artifacts(ids[key], str(folder), artifact_path="counterexample")
 
@@ -378,7 +400,7 @@ class NullTracker:
     def finish_trial(self, run_id: str, *, metrics: dict[str, float], failed: str | None = None) -> None:
         return None
 
-    def finish_hunt(self, *, status: str = "FINISHED") -> None:
+    def finish_hunt(self, *, status: str = "FINISHED", metrics: dict[str, float] | None = None) -> None:
         return None
 
 

@@ -1,5 +1,7 @@
 """A tiny hunt end to end on real local Ray, a real Optuna SQLite storage and a real MLflow store."""
 
+import re
+
 import optuna
 import pandas as pd
 import pytest
@@ -46,11 +48,26 @@ def test_tiny_hunt_logs_every_run_once_and_resumes(tmp_path, ray_local):
             "diverged",
         )
         assert r.data.tags["certified"] in ("true", "false")
-        assert r.data.tags["mlflow.runName"].startswith(f"k{r.data.params['trial.k']}-n")
+        name = r.data.tags["mlflow.runName"]  # e.g. "global k3-n3 L=1.2e-19 s2"
+        assert f" k{r.data.params['trial.k']}-n" in name and name.endswith(f" s{r.data.params['seed']}")
+        assert name.startswith("global " if r.data.tags["critical_point"] == "global_minimum" else "")
+        assert "loss" in r.data.tags["mlflow.note.content"]
         assert "seed" in r.data.params and "train.lr" in r.data.params
+        # bookkeeping is a parameter or a tag, not a metric
+        assert not {"trial", "seed_base", "param_k", "seconds_per_run", "schema"} & set(r.data.metrics)
+        assert "seconds_per_run" in r.data.params
         parent = r.data.tags["mlflow.parentRunId"]
         assert any(t.info.run_id == parent for t in runs if t.data.tags["minima_hunt.kind"] == "trial")
         assert r.info.status == "FINISHED"
+    # trial runs carry their parameters in their names, and summary metrics; so does the hunt run
+    trials = [r for r in runs if r.data.tags["minima_hunt.kind"] == "trial"]
+    for t in trials:
+        assert t.info.run_name.startswith("trial ") and f"k={t.data.params['k']}" in t.info.run_name
+        assert t.data.metrics["runs"] == 4
+        assert 0 <= t.data.metrics["counterexample_rate_low"] <= t.data.metrics["counterexample_rate_high"]
+    (hunt_run,) = [r for r in runs if r.data.tags["minima_hunt.kind"] == "hunt"]
+    assert hunt_run.data.metrics["runs"] == 8
+    assert hunt_run.data.metrics["counterexamples"] == sum(t.data.metrics["counterexamples"] for t in trials)
     # the loss curve is a stepped metric
     client = MlflowClient(tracking_uri=default_tracking_uri(out))
     history = client.get_metric_history(training[0].info.run_id, "loss_curve")
@@ -143,7 +160,8 @@ def test_multi_objective_hunt_on_a_journal_storage(tmp_path, ray_local):
     spec = parse_pipeline(raw)
     assert spec.directions == ["maximize", "maximize"]
     journal = tmp_path / "journal.log"
-    run_hunt(spec, HuntOptions(out=tmp_path / "h", storage=f"journal://{journal}", progress=False))
+    table = run_hunt(spec, HuntOptions(out=tmp_path / "h", storage=f"journal://{journal}", progress=False))
+    assert {"spurious_rate", "overparameterization"} <= set(table.columns)  # named, not value_0
     study = optuna.load_study(study_name="pareto", storage=make_storage(f"journal://{journal}", tmp_path))
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(done) == 2
@@ -152,3 +170,15 @@ def test_multi_objective_hunt_on_a_journal_storage(tmp_path, ray_local):
         assert t.values[1] == t.params["excess"]  # n - k
         assert 0.0 <= t.values[0] <= 1.0
     assert study.best_trials  # the Pareto front is defined
+
+
+def test_progress_bar_counts_real_runs_and_never_passes_its_total(tmp_path, ray_local, capsys):
+    # 5 runs per trial in chunks of 2: chunks of 2, 2 and 1 (the old bar counted 6 per trial)
+    spec = parse_pipeline({**PIPELINE, "name": "progress", "runs_per_trial": 5, "chunk_size": 2})
+    run_hunt(spec, HuntOptions(out=tmp_path / "hunt", progress=True))
+    err = capsys.readouterr().err
+    counts = [(int(n), int(total)) for n, total in re.findall(r"(\d+)/(\d+) \[", err)]
+    assert counts, err
+    assert all(n <= total == 10 for n, total in counts), counts
+    assert counts[-1] == (10, 10)
+    assert not re.search(r"\d+run \[", err)  # tqdm drops the total once n passes it

@@ -1,4 +1,4 @@
-"""The counterexamples link in a real browser: a small hunt with certified spurious minima (k = n = 8),
+"""The counterexamples link in a real browser: a small hunt with re-verified spurious minima (k = n = 8),
 `mlflow ui` on 127.0.0.1, the link that `study hunt` printed opened in headless Chromium with a fresh
 profile; the rendered runs table lists exactly the counterexamples.
 
@@ -33,7 +33,7 @@ PIPELINE = {
     "search": {"k": {"type": "int", "low": 8, "high": 8}},
     "derived": {"n": "k"},
     "train": {"lr": 0.1, "tol": 1.0e-9, "max_steps": 20000, "newton_polish": True},
-    "runs_per_trial": 12,  # 3 certified spurious minima and 9 global ones with these seeds
+    "runs_per_trial": 12,  # 3 re-verified spurious minima and 9 global ones with these seeds
     "chunk_size": 12,
     "sampler": "grid",
     "trials": 1,
@@ -131,11 +131,12 @@ def test_printed_link_opens_the_counterexamples_in_a_fresh_browser(tmp_path, ray
     training = client.search_runs(
         [experiment.experiment_id], "tags.`minima_hunt.kind` = 'run'", max_results=1000
     )
-    wanted = {
+    wanted = {  # the re-verified counterexamples
         r.info.run_name
         for r in training
-        if r.data.tags["critical_point"] == "spurious_minimum" and r.data.tags["certified"] == "true"
+        if r.data.tags.get("verdict") in ("confirmed", "contradiction_candidate")
     }
+    assert "tags.verdict" in link.group(1)
     others = {r.info.run_name for r in training} - wanted
     assert wanted and others, "the hunt must find counterexamples and other runs"
 
