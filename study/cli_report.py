@@ -55,6 +55,31 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from study.record import read_runs_table
+    from study.reports.sweeps import grid_comparison, sweep_table
+    from study.reports.tables import markdown_table
+
+    if not 0 < args.confidence < 1:
+        raise UsageError(f"--confidence must be in (0, 1), got {args.confidence}")
+    frames = []
+    for target in args.targets:
+        try:
+            frames.append(read_runs_table(hunt_folder(target)))
+        except (FileNotFoundError, ValueError) as exc:
+            raise UsageError(str(exc)) from None
+    runs = pd.concat(frames, ignore_index=True)
+    if args.grid:
+        if not {"param_k", "param_n"} <= set(runs.columns):
+            raise UsageError("--grid needs a teacher-student hunt (param_k and param_n columns)")
+        print(markdown_table(grid_comparison(runs, confidence=args.confidence)))
+    else:
+        print(markdown_table(sweep_table(runs)))
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     from study.cli_hunt import add_output_flags
 
@@ -64,3 +89,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--no-mlflow", action="store_true", help="write the report files only")
     add_output_flags(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("sweep", help="per-configuration table of one or more hunts (hypotheses, kinks, grid)")
+    p.add_argument("targets", nargs="+", help="hunt output folders (their runs are pooled)")
+    p.add_argument("--grid", action="store_true", help="the Safran-Shamir (k, n) grid with Wilson intervals")
+    p.add_argument("--confidence", type=float, default=0.99, help="interval level for --grid (default 0.99)")
+    p.set_defaults(func=cmd_sweep)
