@@ -146,6 +146,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
             device=args.device,
             threads=args.threads,
         )
+    if args.what == "agreement":
+        from study.bench import agreement as bench_agreement
+
+        if not args.switch_at > 0:
+            raise UsageError(f"--switch-at must be > 0, got {args.switch_at}")
+        return bench_agreement.main(
+            ks=_int_list(args.k, "--k"),
+            excess=[int(x) for x in args.excess.split(",") if x.strip()],
+            seeds=args.runs or 500,
+            switch_at=args.switch_at,
+            threads=args.threads,
+        )
+    if args.what == "grid":
+        from study.bench import grid as bench_grid
+
+        return bench_grid.main(runs=args.runs or 20, out=args.out, num_cpus=args.cpus)
     if args.what == "tracking":
         from study.bench import tracking as bench_tracking
 
@@ -197,14 +213,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="benchmarks (ratios measured side by side)")
-    p.add_argument("what", choices=["trainer", "tracking"])
+    p.add_argument("what", choices=["trainer", "agreement", "grid", "tracking"])
     p.add_argument("--k", default="8,13,20", help="trainer: teacher sizes k = n (comma-separated)")
     p.add_argument(
-        "--runs", type=int, default=None, help="trainer: 1000 batched runs; tracking: 64 per trial"
+        "--runs",
+        type=int,
+        default=None,
+        help="trainer: 1000 batched runs; agreement: 500 seeds; grid: 20 per cell; tracking: 64 per trial",
     )
     p.add_argument("--anchor-runs", type=int, default=32, help="trainer: runs of the per-run numpy anchor")
     p.add_argument("--device", default="cpu", help="trainer: device of the batched side (cpu, cuda)")
     p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (1: per-core comparison)")
+    p.add_argument("--excess", default="0", help="agreement: n - k values (comma-separated)")
+    p.add_argument("--switch-at", type=float, default=1e-2, help="agreement: the Newton switch to check")
+    p.add_argument("--out", default=None, help="grid: output folder (default: a temporary one)")
+    p.add_argument("--cpus", type=int, default=None, help="grid: local Ray CPUs (default: all)")
     p.set_defaults(func=cmd_bench)
 
     _add_hunt_commands(sub)

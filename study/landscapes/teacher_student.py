@@ -178,54 +178,56 @@ def population_grad_identity(W: Tensor, k: int) -> Tensor:
     return linear.addcmul_(radial.unsqueeze(-1), unit).div_(TWO_PI)
 
 
-def _sin_weighted_outer(p: Tensor, q: Tensor, sin: Tensor) -> Tensor:
-    """p q^T / sin t, set to its limit 0 where sin t = 0 (|p| = |q| = sin t there). -> (..., d, d)."""
-    safe = torch.where(sin > 1e-150, sin, torch.ones_like(sin))
-    outer = p.unsqueeze(-1) * q.unsqueeze(-2) / safe[..., None, None]
-    return torch.where((sin > 1e-150)[..., None, None], outer, torch.zeros_like(outer))
-
-
 def population_hessian(W: Tensor, V: Tensor) -> Tensor:
     """Exact Hessian of F, ``(R, n, d) -> (R, n*d, n*d)``.
 
-    d/dw g(w, v) = |v| sin t / (2 pi |w|) (I - u u^T + n n^T),
-    d/dv g(w, v) = ((pi - t) I + sin t u s^T + sin t n m^T) / (2 pi),
-    with u = w/|w|, s = v/|v|, n = (s - cos t u)/sin t, m = (u - cos t s)/sin t. Both are continuous
-    at t = 0 and t = pi (the sin t factors vanish), so the Hessian is exact there.
+    d/dw g(w, v) = |v| sin t / (2 pi |w|) (I - u u^T) + |v| p p^T / (2 pi |w| sin t),
+    d/dv g(w, v) = ((pi - t) I + sin t u s^T + p q^T / sin t) / (2 pi),
+    with u = w/|w|, s = v/|v|, p = s - cos t u, q = u - cos t s (|p| = |q| = sin t, so both are
+    continuous at t = 0 and t = pi, where the p, q terms vanish). Diagonal blocks sum the first over
+    partners as alpha (I - u u^T) + P^T diag(beta) P (one small matmul per neuron); off-diagonal blocks
+    are the second, one (d x 2)(2 x d) product per pair.
     """
     R, n, d = W.shape
     eye = torch.eye(d, dtype=W.dtype, device=W.device)
+    norm_w = W.norm(dim=-1).clamp_min(_TINY)  # (R, n)
+    u = W / norm_w.unsqueeze(-1)  # (R, n, d)
 
-    def blocks(B: Tensor) -> tuple[Tensor, Tensor]:
-        geo = pair_geometry(W, B)
-        u = geo.unit_a.unsqueeze(2)  # (R, n, 1, d)
-        s = geo.unit_b.unsqueeze(1)  # (R, 1, m, d)
-        c = geo.cos.unsqueeze(-1)  # (R, n, m, 1)
-        p = s - c * u  # sin t * n, (R, n, m, d)
-        q = u - c * s  # sin t * m
-        proj = eye - u.unsqueeze(-1) * u.unsqueeze(-2)  # (R, n, 1, d, d)
-        # diagonal-block contribution, summed over partners j: (R, n, d, d)
-        weight = geo.norm_b.unsqueeze(-2) * geo.sin / geo.norm_a.clamp_min(_TINY).unsqueeze(-1)
-        diag = (
-            weight[..., None, None] * proj
-            + geo.norm_b.unsqueeze(-2)[..., None, None]
-            * _sin_weighted_outer(p, p, geo.sin)
-            / geo.norm_a.clamp_min(_TINY)[..., None, None, None]
-        )
-        diag = diag.sum(2) / TWO_PI
-        # cross blocks d/dv g(w_i, v_j): (R, n, m, d, d)
-        cross = (
-            (math.pi - geo.angle)[..., None, None] * eye
-            + geo.sin[..., None, None] * u.unsqueeze(-1) * s.unsqueeze(-2)
-            + _sin_weighted_outer(p, q, geo.sin)
-        ) / TWO_PI
-        return diag, cross
+    def pair_terms(B: Tensor, sign: float, skip_self: bool) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """alpha: (R, n), the diagonal blocks' sum P^T diag(beta) P: (R, n, d, d), p: (R, n, m, d),
+        sin and angle: (R, n, m) for the partners B: (R, m, d)."""
+        norm_b = B.norm(dim=-1)  # (R, m)
+        s = B / norm_b.clamp_min(_TINY).unsqueeze(-1)
+        cos = torch.bmm(u, s.transpose(1, 2)).clamp_(-1.0, 1.0)  # (R, n, m)
+        p = s.unsqueeze(1) - cos.unsqueeze(-1) * u.unsqueeze(2)  # (R, n, m, d)
+        minus = (u.unsqueeze(2) - s.unsqueeze(1)).norm(dim=-1)  # |u - s|, exact near t = 0
+        plus = (u.unsqueeze(2) + s.unsqueeze(1)).norm(dim=-1)  # |u + s|, exact near t = pi
+        angle = 2.0 * torch.atan2(minus, plus)
+        sin = 0.5 * minus * plus
+        if skip_self:
+            diag = torch.arange(n, device=W.device)
+            sin[:, diag, diag] = 0.0
+        alpha = sign * (sin * norm_b.unsqueeze(-2)).sum(-1)  # (R, n)
+        beta = torch.where(sin > 1e-150, sign * norm_b.unsqueeze(-2) / sin.clamp_min(1e-150), 0.0)
+        pp = torch.matmul((p * beta.unsqueeze(-1)).transpose(-1, -2), p)  # (R, n, d, d)
+        return alpha, pp, p, sin, angle
 
-    diag_ww, cross_ww = blocks(W)
-    diag_wv, _ = blocks(V)
-    H = cross_ww.clone()  # (R, n, n, d, d): off-diagonal blocks
+    alpha_w, pp_w, p_ww, sin_ww, angle_ww = pair_terms(W, 1.0, True)
+    alpha_v, pp_v, _, _, _ = pair_terms(V, -1.0, False)
+    proj = eye - u.unsqueeze(-1) * u.unsqueeze(-2)  # (R, n, d, d)
+    diag_blocks = ((alpha_w + alpha_v)[..., None, None] * proj + pp_w + pp_v) / (
+        TWO_PI * norm_w[..., None, None]
+    ) + 0.5 * eye  # (R, n, d, d)
+
+    # off-diagonal blocks (i, j): (pi - t) I + sin t u_i u_j^T + p_ij p_ji^T / sin t, over 2 pi
+    inv_sin = torch.where(sin_ww > 1e-150, 1.0 / sin_ww.clamp_min(1e-150), 0.0)
+    left = torch.stack([p_ww * inv_sin.unsqueeze(-1), sin_ww.unsqueeze(-1) * u.unsqueeze(2)], dim=-1)
+    right = torch.stack([p_ww.transpose(1, 2), u.unsqueeze(1).expand(R, n, n, d)], dim=-2)
+    H = torch.matmul(left, right)  # (R, n, n, d, d): (d x 2)(2 x d) per pair
+    H.diagonal(dim1=-2, dim2=-1).add_((math.pi - angle_ww).unsqueeze(-1))
+    H = H / TWO_PI
     idx = torch.arange(n, device=W.device)
-    H[:, idx, idx] = 0.5 * eye + diag_ww - diag_wv
+    H[:, idx, idx] = diag_blocks
     return H.permute(0, 1, 3, 2, 4).reshape(R, n * d, n * d)
 
 
