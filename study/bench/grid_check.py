@@ -33,14 +33,26 @@ def cell_runs(out: Path, k: int, n: int) -> tuple[pd.DataFrame, dict[str, np.nda
     raise LookupError(f"no finished trial with k = {k}, n = {n} in {out}")
 
 
-def anchor_agreement(out: Path, k: int, n: int, *, runs: int, max_steps: int = 200_000) -> pd.DataFrame:
-    """One row per run (the cell's first ``runs`` seeds): the hunt's loss and class, the anchor's loss,
-    steps and convergence, and whether both say the same about F >= 1e-3."""
+def anchor_agreement(
+    out: Path,
+    k: int,
+    n: int,
+    *,
+    runs: int,
+    spurious_first: bool = False,
+    max_steps: int = 200_000,
+) -> pd.DataFrame:
+    """One row per run (``runs`` of the cell's runs, in seed order; with ``spurious_first`` the runs the
+    hunt called spurious come first): the hunt's loss and class, the anchor's loss, steps and
+    convergence, and whether both say the same about F >= 1e-3."""
     frame, arrays = cell_runs(out, k, n)
     landscape = TeacherStudent(TeacherStudentConfig(k=k, n=n))
     V = landscape.V.numpy()
+    order = list(range(len(frame)))
+    if spurious_first:
+        order.sort(key=lambda r: float(frame["loss"].iloc[r]) < SPURIOUS_LOSS)  # stable: seed order kept
     rows = []
-    for r in range(min(runs, len(frame))):
+    for r in order[:runs]:
         W0 = arrays["theta0"][r].reshape(n, k)
         result = find_minimum(W0, V, max_steps=max_steps)
         theta = torch.as_tensor(result.W.reshape(1, -1), dtype=torch.float64)

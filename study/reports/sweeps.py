@@ -66,7 +66,8 @@ def grid_comparison(
     confidence: float = 0.99,
 ) -> pd.DataFrame:
     """Safran-Shamir grid: per (k, n) our certified spurious rate with its Wilson interval at
-    ``confidence``, the published rate (a fraction) where given, and whether it lies outside our interval."""
+    ``confidence``, the published rate (a fraction) where given, and whether it lies outside our interval
+    (None where no published rate is given)."""
     rows = []
     for (k, n), group in runs.groupby(["param_k", "param_n"], sort=True):
         count = int(certified_spurious(group).sum())
@@ -84,7 +85,7 @@ def grid_comparison(
                 "low": low,
                 "high": high,
                 "published": ref,
-                "disagrees": bool(not math.isnan(ref) and not low <= ref <= high),
+                "disagrees": None if math.isnan(ref) else bool(not low <= ref <= high),
             }
         )
     return pd.DataFrame(rows)

@@ -48,3 +48,8 @@ def test_sweep_table_counts_kinks_and_hypotheses():
     assert table.loc[8, "nondifferentiable"] == 1 and table.loc[8, "undecided"] == 1
     assert table.loc[96, "nondiff_minimum"] == 1 and table.loc[8, "stalled"] == 1
     assert table.loc[8, "zero_training_error"] == 1
+
+
+def test_cells_without_a_published_rate_neither_agree_nor_disagree():
+    table = grid_comparison(runs(8, 8, 3, 100), {})
+    assert table["disagrees"].tolist() == [None] and table["published"].isna().all()
