@@ -158,7 +158,7 @@ def _loop(
     def harvest(wait: bool) -> None:
         nonlocal counterexamples, finished
         for outcome in writer.collect(wait=wait):
-            counterexamples += outcome.certified_spurious
+            counterexamples += outcome.counterexamples
             finished += 1
             if on_trial is not None:
                 on_trial(outcome.row)

@@ -54,10 +54,11 @@ def error_line(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class TrialOutcome:
-    """What finishing a trial produced: the row shown to the user, counterexamples found."""
+    """What finishing a trial produced: the row shown to the user, counterexamples found (re-verified;
+    certified spurious minima when the hunt does not re-verify)."""
 
     row: dict[str, Any]
-    certified_spurious: int
+    counterexamples: int
 
 
 class TrialWriter:
@@ -131,7 +132,7 @@ class TrialWriter:
         self.tracker.finish_trial(run_id, metrics=metrics)
         self.refresh_tables()
         row = {"number": trial.number, "state": "COMPLETE", **asked.values, **summary}
-        return TrialOutcome(row, int(summary["certified_spurious"]))
+        return TrialOutcome(row, int(summary["counterexamples"]))
 
     def refresh_tables(self) -> None:
         """Keep ``runs.csv`` and ``trials.csv`` current after every finished trial."""
