@@ -136,7 +136,9 @@ def train(
     checkpoint = torch.full((R,), math.inf, dtype=theta0.dtype, device=device)  # loss at the last check
     reductions = torch.zeros(R, dtype=torch.long, device=device)  # step reductions after stalls
     # per-replica stationarity below which the Newton finish is tried (-1: never)
-    switch_at = torch.full((R,), config.newton_polish_at if config.newton_polish else -1.0, device=device)
+    switch_at = torch.full(
+        (R,), config.newton_polish_at if config.newton_polish else -1.0, dtype=theta0.dtype, device=device
+    )
     curve = _LossCurve(R, config, theta0)
     n_done = 0
 
