@@ -33,7 +33,7 @@ def _client(args: argparse.Namespace) -> Any:
 def cmd_submit(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from study.dispatch.jobs import ClusterError, hunt_job, project_root, submit
+    from study.dispatch.jobs import ClusterError, default_results, hunt_job, new_job_id, project_root, submit
     from study.spec import PipelineError, load_pipeline
 
     for flag in ("trials", "runs_per_trial"):
@@ -47,11 +47,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     storage = args.storage or os.environ.get("MINIMA_HUNT_STORAGE")
     client = _client(args)
+    job_id = new_job_id(spec.name)
+    results = Path(args.results).expanduser().absolute() / job_id if args.results else default_results(job_id)
     try:
         job = hunt_job(
             spec.name,
             Path(args.pipeline).read_text(),
             working_dir=project_root(),
+            results=results,
+            submission_id=job_id,
             tracking_uri=tracking_uri,
             storage=storage,
             trials=args.trials,
@@ -60,12 +64,9 @@ def cmd_submit(args: argparse.Namespace) -> int:
         job_id = submit(client, job)
     except ClusterError as exc:
         raise UsageError(str(exc)) from None
-    if not (tracking_uri and storage):
-        print(
-            "study: warning: without --tracking-uri and --storage the results stay in the job's "
-            "working directory on the head node",
-            file=sys.stderr,
-        )
+    stores = [f"MLflow {tracking_uri}" if tracking_uri else "", f"Optuna {storage}" if storage else ""]
+    also = ", ".join(s for s in stores if s)
+    print(f"results: {job.results} on the head" + (f" (and {also})" if also else ""), file=sys.stderr)
     print(job_id)
     address = args.address or os.environ.get("RAY_ADDRESS")
     print(f"follow it: study logs {job_id} --address {address} --follow", file=sys.stderr)
@@ -127,6 +128,12 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument(
         "--storage", default=None, help="Optuna storage URL as seen from the cluster ($MINIMA_HUNT_STORAGE)"
+    )
+    p.add_argument(
+        "--results",
+        default=None,
+        help="folder on the head for the job's results, one subfolder per job "
+        "(default: $MINIMA_HUNT_RESULTS or ~/minima-hunt/jobs)",
     )
     p.add_argument("--trials", type=int, default=None, help="total finished trials wanted")
     p.add_argument("--runs-per-trial", type=int, default=None)

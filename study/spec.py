@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from study.diagnostics.critical import DiagnosticsConfig
+from study.dispatch.resources import Resources, parse_resources
 from study.landscapes.base import INIT_SCHEMES
 from study.landscapes.registry import LANDSCAPES, landscape_config
 from study.runs import DTYPES, RunSpec
@@ -55,7 +56,7 @@ TOP_LEVEL = {
     "sampler",
     "trials",
     "dtype",
-    "gpu_fraction",
+    "resources",
     "max_inflight",
     "pruner",
     "repeats",
@@ -115,7 +116,7 @@ class HuntSpec:
     overrides: tuple[str, ...] = ()  # FIELD=VALUE changes given on the command line
     trials: int = 20
     dtype: str = "float64"
-    gpu_fraction: float = 0.25
+    resources: Resources = Resources()  # what one chunk asks Ray for (study.dispatch.resources)
     max_inflight: int = 0  # 0: enough trials in flight to keep every CPU busy
     source: str = "<memory>"
 
@@ -340,9 +341,10 @@ def _parse(raw: Any, source: str) -> HuntSpec:
     dtype = raw.get("dtype", "float64")
     if dtype not in DTYPES:
         raise PipelineError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
-    gpu_fraction = float(_typed("gpu_fraction", raw.get("gpu_fraction", 0.25), (int, float), "a number"))
-    if not 0 < gpu_fraction <= 1:
-        raise PipelineError(f"gpu_fraction: must be in (0, 1], got {gpu_fraction}")
+    try:
+        resources = parse_resources(raw.get("resources"))
+    except ValueError as exc:
+        raise PipelineError(str(exc)) from None
     init_scale = float(_typed("init_scale", raw.get("init_scale", 1.0), (int, float), "a number"))
     spec = HuntSpec(
         name=name,
@@ -363,7 +365,7 @@ def _parse(raw: Any, source: str) -> HuntSpec:
         pruner_options=pruner_options,
         repeats=repeats,
         dtype=dtype,
-        gpu_fraction=gpu_fraction,
+        resources=resources,
         source=source,
         **ints,
     )

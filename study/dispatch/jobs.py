@@ -50,6 +50,7 @@ class HuntJob:
     submission_id: str
     entrypoint: str
     runtime_env: dict[str, Any] = field(hash=False)
+    results: str = ""  # the folder on the head the hunt writes to (its --out)
 
 
 @dataclass(frozen=True)
@@ -75,30 +76,57 @@ def project_root() -> Path:
     return root
 
 
+# The entrypoint runs under /bin/sh as a child of Ray's job supervisor, whose Python is the one that runs
+# Ray on the head: found from where that process loaded Ray's core library (PREFIX/lib/pythonX.Y/
+# site-packages/ray/_raylet.so -> PREFIX/bin/python), so an unactivated virtualenv works as well as an
+# activated one; `python3` on PATH where /proc is not there to ask.
+HEAD_PYTHON = (
+    "py=; prefix=$(sed -n 's#^[^/]*\\(/.*\\)/lib/python[0-9.]*/[a-z]*-packages/ray/_raylet[^/]*[.]so$#\\1#p' "
+    "/proc/$PPID/maps 2>/dev/null | head -n 1); "
+    'for c in "$prefix/bin/python" "$prefix/bin/python3"; do '
+    '[ -n "$prefix" ] && [ -x "$c" ] && py=$c && break; done; '
+    '[ -n "$py" ] || py=$(command -v python3 || command -v python)'
+)
+
+
+def default_results(job_id: str) -> Path:
+    """Where a job writes without a tracking server or storage: ``$MINIMA_HUNT_RESULTS/<job id>``, by
+    default under the submitting user's home, ``~/minima-hunt/jobs/<job id>`` (a path on the head)."""
+    root = os.environ.get("MINIMA_HUNT_RESULTS") or str(Path.home() / "minima-hunt" / "jobs")
+    return Path(root).expanduser().absolute() / job_id
+
+
+def new_job_id(pipeline_name: str) -> str:
+    return f"hunt-{pipeline_name}-{uuid.uuid4().hex[:8]}"
+
+
 def hunt_job(
     pipeline_name: str,
     pipeline_text: str,
     *,
     working_dir: Path,
+    results: Path | None = None,
     tracking_uri: str | None = None,
     storage: str | None = None,
     trials: int | None = None,
     runs_per_trial: int | None = None,
     submission_id: str | None = None,
 ) -> HuntJob:
-    """The job for one hunt: the driver writes the pipeline text to ``runs/jobs/<id>/<name>.yaml`` in the
-    job's working directory and runs ``study hunt`` on it with its results folder beside it."""
-    job_id = submission_id or f"hunt-{pipeline_name}-{uuid.uuid4().hex[:8]}"
-    folder = f"runs/jobs/{job_id}"
+    """The job for one hunt: under the head's Python, its driver writes the pipeline text to
+    ``<results>/<name>.yaml`` and runs ``study hunt`` on it with ``--out <results>``: a folder on the
+    head that outlives the job (Ray deletes the job's working directory with its session)."""
+    job_id = submission_id or new_job_id(pipeline_name)
+    folder = str(results or default_results(job_id))
     path = f"{folder}/{pipeline_name}.yaml"
-    hunt = ["python", "-m", "study.cli", "hunt", path, "--address", "auto", "--out", folder]
+    hunt = ["-m", "study.cli", "hunt", path, "--address", "auto", "--out", folder]
     if trials is not None:
         hunt += ["--trials", str(trials)]
     if runs_per_trial is not None:
         hunt += ["--runs-per-trial", str(runs_per_trial)]
     entrypoint = (
-        f"mkdir -p {shlex.quote(folder)} && printf '%s' \"${PIPELINE_ENV}\" > {shlex.quote(path)}"
-        f" && {shlex.join(hunt)}"
+        f"{HEAD_PYTHON}; mkdir -p {shlex.quote(folder)}"
+        f" && printf '%s' \"${PIPELINE_ENV}\" > {shlex.quote(path)}"
+        f' && exec "$py" {shlex.join(hunt)}'
     )
     env_vars = {
         **TELEMETRY_OFF,
@@ -113,7 +141,7 @@ def hunt_job(
     if storage:
         env_vars["MINIMA_HUNT_STORAGE"] = storage
     runtime_env = {"working_dir": str(working_dir), "excludes": list(EXCLUDES), "env_vars": env_vars}
-    return HuntJob(submission_id=job_id, entrypoint=entrypoint, runtime_env=runtime_env)
+    return HuntJob(submission_id=job_id, entrypoint=entrypoint, runtime_env=runtime_env, results=folder)
 
 
 def connect(address: str) -> Any:

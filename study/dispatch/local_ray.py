@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import secrets
 import shutil
@@ -57,7 +58,7 @@ def loopback_env() -> dict[str, str]:
 
 @dataclass
 class LocalNode:
-    """One ``ray start --block`` process and its process group (the node's raylet, GCS, agents, workers)."""
+    """One node: the process that started it and its session (the node's raylet, GCS, agents, workers)."""
 
     process: subprocess.Popen[bytes]
     temp_dir: Path
@@ -75,9 +76,12 @@ class LocalNode:
 
     def kill(self) -> None:
         """SIGKILL every process of the node at once: what a machine that drops off the network does."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
+        _signal_session(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
+
+    def pids(self) -> list[int]:
+        """The node's processes: its session (Ray's workers each lead a process group of their own)."""
+        return session_pids(self.process.pid)
 
     def stop(self, *, grace: float = 10.0, keep_files: bool = False) -> None:
         """Stop the node: SIGTERM to ``ray start`` (its reaper then stops the group), SIGKILL to the
@@ -86,24 +90,45 @@ class LocalNode:
             self.process.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=grace)
-        _kill_group(self.process.pid, grace)
+        _kill_session(self.process.pid, grace)
         if self.process.poll() is None:
             self.process.wait(timeout=30)
         if not keep_files:
             shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
-def _kill_group(pgid: int, grace: float) -> None:
-    """Wait up to ``grace`` seconds for the process group to empty, then SIGKILL what is left of it."""
+def session_pids(sid: int) -> list[int]:
+    """Processes of the session ``sid`` (Linux: from /proc; elsewhere the process group ``sid``)."""
+    if not os.path.isdir("/proc"):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(sid, 0)
+            return [sid]
+        return []
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry)) == sid:
+                    found.append(int(entry))
+    return found
+
+
+def _signal_session(sid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(sid, signum)
+    for pid in session_pids(sid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signum)
+
+
+def _kill_session(sid: int, grace: float) -> None:
+    """Wait up to ``grace`` seconds for the session's processes to end, then SIGKILL what is left."""
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
+        if not session_pids(sid):
             return
         time.sleep(0.2)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
+    _signal_session(sid, signal.SIGKILL)
 
 
 def _die_with_parent() -> None:
@@ -157,10 +182,51 @@ def start_worker(
     die_with_parent: bool = True,
     timeout: float = 180.0,
 ) -> LocalNode:
-    """Start a worker node on 127.0.0.1 that joins the cluster of ``head``."""
-    args = [f"--address={head.gcs_address}"]
-    env = {**head.auth_env, **(env or {})}
-    return _start(args, num_cpus, num_gpus, resources, env, die_with_parent, timeout)
+    """Start a worker node on 127.0.0.1 that joins the cluster of ``head`` (a second "machine" for
+    tests and for trying a cluster on one computer).
+
+    ``ray start --address`` refuses to start a worker with Ray's cluster mode off, and with it on moves
+    the node to the machine's external address, where the loopback-bound head cannot be reached; so the
+    node is started the way Ray's own ``ray.cluster_utils.Cluster.add_node`` starts one."""
+    params: dict[str, object] = {
+        "gcs_address": head.gcs_address,
+        "node_ip_address": "127.0.0.1",
+        "num_cpus": num_cpus,
+        "num_gpus": num_gpus,
+        "resources": resources,
+        "object_store_memory": 200 * 1024**2,  # results are small; several nodes share /dev/shm
+        "min_worker_port": 0,
+        "max_worker_port": 0,
+        "node_manager_port": 0,
+        "dashboard_agent_listen_port": free_port(),
+        "metrics_agent_port": free_port(),
+        "runtime_env_agent_port": free_port(),
+        "metrics_export_port": free_port(),
+    }
+    return _launch(
+        [sys.executable, "-c", WORKER_MAIN, json.dumps(params)],
+        {**head.auth_env, **(env or {})},
+        die_with_parent,
+        timeout,
+        head=False,
+    )
+
+
+# A worker node in its own process: the node's processes are its children (one process group); its
+# address file says it is up; SIGTERM stops it (atexit), and its reaper stops the group if it dies.
+WORKER_MAIN = """
+import json, os, signal, sys, time
+from ray._private.node import Node
+from ray._private.parameter import RayParams
+params = json.loads(sys.argv[1])
+params["temp_dir"] = os.environ["MINIMA_HUNT_NODE_DIR"]
+Node(RayParams(**params), head=False, shutdown_at_exit=True, spawn_reaper=True)
+with open(os.path.join(params["temp_dir"], "ray_current_cluster"), "w") as f:
+    f.write(params["gcs_address"])
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+while True:
+    time.sleep(1)
+"""
 
 
 def _start(
@@ -172,10 +238,7 @@ def _start(
     die_with_parent: bool,
     timeout: float,
 ) -> LocalNode:
-    import json
-
-    # short: Ray's socket paths under it must fit in 107 bytes
-    temp_dir = Path(tempfile.mkdtemp(prefix="mh-ray-", dir="/tmp"))
+    """``ray start --block`` with ``args`` and free ports for everything else."""
     command = [
         sys.executable,
         "-c",
@@ -184,7 +247,7 @@ def _start(
         *args,
         "--block",
         "--node-ip-address=127.0.0.1",
-        f"--temp-dir={temp_dir}",
+        "--temp-dir={MINIMA_HUNT_NODE_DIR}",
         "--disable-usage-stats",
         f"--dashboard-agent-listen-port={free_port()}",
         f"--dashboard-agent-grpc-port={free_port()}",
@@ -199,7 +262,18 @@ def _start(
         command.append(f"--num-gpus={num_gpus:g}")
     if resources:
         command.append(f"--resources={json.dumps(resources)}")
-    full_env = {**os.environ, **loopback_env(), **(env or {})}
+    return _launch(command, env, die_with_parent, timeout, head="--head" in args)
+
+
+def _launch(
+    command: list[str], env: dict[str, str] | None, die_with_parent: bool, timeout: float, *, head: bool
+) -> LocalNode:
+    """Run ``command`` (``{MINIMA_HUNT_NODE_DIR}`` in it: the node's new temporary directory) in a
+    process group of its own; returns once the node has written its address file there."""
+    # short: Ray's socket paths under it must fit in 107 bytes
+    temp_dir = Path(tempfile.mkdtemp(prefix="mh-ray-", dir="/tmp"))
+    command = [part.replace("{MINIMA_HUNT_NODE_DIR}", str(temp_dir)) for part in command]
+    full_env = {**os.environ, **loopback_env(), **(env or {}), "MINIMA_HUNT_NODE_DIR": str(temp_dir)}
     full_env.pop("RAY_ADDRESS", None)
     log = open(temp_dir / "ray-start.log", "wb")  # noqa: SIM115 - the child holds it; closed here below
     process = subprocess.Popen(
@@ -208,13 +282,14 @@ def _start(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         env=full_env,
-        start_new_session=True,  # its own process group: stopped (or killed) as one
+        start_new_session=True,  # its own session: stopped (or killed) as one
         preexec_fn=_die_with_parent if die_with_parent else None,
     )
     log.close()
     auth_env: dict[str, str] = {k: full_env[k] for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN") if k in full_env}
-    node = LocalNode(process, temp_dir, gcs_address="", head="--head" in args, auth_env=auth_env)
-    # `ray start` writes the cluster's address to <temp dir>/ray_current_cluster once its node is up
+    node = LocalNode(process, temp_dir, gcs_address="", head=head, auth_env=auth_env)
+    # the node (`ray start`, or WORKER_MAIN) writes the cluster address to <temp dir>/ray_current_cluster
+    # once it is up
     address_file = temp_dir / "ray_current_cluster"
     deadline = time.monotonic() + timeout
     while not (address_file.is_file() and address_file.read_text().strip()):

@@ -1,13 +1,16 @@
-"""The hunt's worker pool: a trial's runs split into chunks, each a Ray task; a trial is done when all
-its chunks are. The pool sizes how many trials are in flight so every CPU stays busy."""
+"""The hunt's worker pool: a trial's runs split into chunks, each a Ray task asking for the pipeline's
+``resources``; a trial is done when all its chunks are. The pool keeps enough trials in flight to fill
+what the cluster has *now* (read again every few seconds: nodes join and leave while a hunt runs)."""
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from study.dispatch import ray_pool
+from study.dispatch.resources import Resources
 from study.record import RunBatch
 from study.runs import RunSpec
 
@@ -25,10 +28,14 @@ class _Trial(Generic[Key]):
 class ChunkPool(Generic[Key]):
     """Chunks of ``chunk_size`` runs on a Ray cluster (joined or started by :func:`ray_pool.init_ray`)."""
 
-    cluster: ray_pool.ClusterInfo
+    cluster: ray_pool.ClusterInfo  # as it was at the start
     chunk_size: int
-    gpu_fraction: float
-    max_inflight: int
+    chunks_per_trial: int
+    resources: Resources
+    fixed_inflight: int = 0  # the pipeline's max_inflight; 0: follow the cluster
+    refresh_seconds: float = 2.0
+    _now: ray_pool.ClusterInfo | None = None
+    _read_at: float = -math.inf
     _pending: dict[Any, tuple[_Trial[Key], int]] = field(default_factory=dict)  # ray ref -> trial, runs
     _trials: list[_Trial[Key]] = field(default_factory=list)
 
@@ -39,14 +46,30 @@ class ChunkPool(Generic[Key]):
         num_cpus: int | None,
         runs_per_trial: int,
         chunk_size: int,
-        gpu_fraction: float,
+        resources: Resources,
         max_inflight: int = 0,
     ) -> ChunkPool[Any]:
-        """Join or start Ray; ``max_inflight`` 0: enough trials in flight to keep every CPU busy."""
+        """Join or start Ray; ``max_inflight`` 0: enough trials in flight to fill the cluster."""
         cluster = ray_pool.init_ray(address, num_cpus=num_cpus)
         chunks_per_trial = math.ceil(runs_per_trial / chunk_size)
-        inflight = max_inflight or max(2, math.ceil(cluster.cpus / chunks_per_trial) + 1)
-        return ChunkPool(cluster, chunk_size, gpu_fraction, inflight)
+        return ChunkPool(cluster, chunk_size, chunks_per_trial, resources, max_inflight, _now=cluster)
+
+    def current(self) -> ray_pool.ClusterInfo:
+        """The cluster's CPUs and GPUs as Ray reports them, read at most every ``refresh_seconds``."""
+        if self._now is None or time.monotonic() - self._read_at > self.refresh_seconds:
+            self._now = ray_pool.cluster_now()
+            self._read_at = time.monotonic()
+        return self._now
+
+    @property
+    def max_inflight(self) -> int:
+        """Trials in flight: enough for every chunk that fits in the cluster now, one more to queue
+        behind them, and at least two (an empty autoscaling cluster grows for waiting tasks)."""
+        if self.fixed_inflight:
+            return self.fixed_inflight
+        now = self.current()
+        fit = self.resources.chunks_that_fit(now.cpus, now.gpus)
+        return max(2, math.ceil(fit / self.chunks_per_trial) + 1)
 
     @property
     def has_room(self) -> bool:
@@ -61,9 +84,7 @@ class ChunkPool(Generic[Key]):
         item = _Trial(key=key, refs=[])
         for start in range(0, len(seeds), self.chunk_size):
             chunk = seeds[start : start + self.chunk_size]  # the last one may be shorter
-            ref = ray_pool.submit_chunk(
-                spec, chunk, gpu_fraction=self.gpu_fraction, use_gpu=self.cluster.gpus > 0
-            )
+            ref = ray_pool.submit_chunk(spec, chunk, self.resources, cluster_gpus=self.current().gpus)
             item.refs.append(ref)
             self._pending[ref] = (item, len(chunk))
         self._trials.append(item)

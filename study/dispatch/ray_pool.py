@@ -13,6 +13,7 @@ import ray
 
 from study.dispatch import local_ray
 from study.dispatch.local_ray import LocalNode
+from study.dispatch.resources import Resources
 from study.record import RunBatch
 from study.runs import RunSpec, run_replicas, verify_batch
 
@@ -61,12 +62,7 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Clus
             logging_level=logging.ERROR,
             **node_ip,
         )
-    resources = ray.cluster_resources()
-    return ClusterInfo(
-        address="local" if _LOCAL else str(address),
-        cpus=int(resources.get("CPU", 1)),
-        gpus=float(resources.get("GPU", 0.0)),
-    )
+    return cluster_now()
 
 
 def _use_token(auth_env: dict[str, str]) -> None:
@@ -95,23 +91,40 @@ def _loopback_only() -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-@ray.remote(max_retries=2)
-def _run_chunk(spec: RunSpec, seeds: list[int]) -> RunBatch:
-    """One Ray task: a chunk of replicas, on the GPU Ray assigned to it if any; its certified spurious
-    minima are re-verified in float64 on the CPU before the chunk returns."""
+def cluster_now() -> ClusterInfo:
+    """CPUs and GPUs of the nodes alive now (Ray's ``cluster_resources``)."""
+    resources = ray.cluster_resources()
+    return ClusterInfo(
+        address="local" if _LOCAL else "cluster",
+        cpus=int(resources.get("CPU", 0)),
+        gpus=float(resources.get("GPU", 0.0)),
+    )
+
+
+# A chunk is a pure function of (spec, seeds): when its worker or node dies, Ray runs it again
+# elsewhere and the driver, the only writer, sees one result.
+@ray.remote(max_retries=4)
+def _run_chunk(spec: RunSpec, seeds: list[int], device: str) -> RunBatch:
+    """One Ray task: a chunk of replicas, on the GPU Ray assigned to it when it asked for one; its
+    certified spurious minima are re-verified in float64 on the CPU before the chunk returns."""
     import torch
 
     torch.set_num_threads(1)
-    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
-    return verify_batch(spec, run_replicas(spec, seeds, device=device))
+    assigned = bool(ray.get_gpu_ids()) and torch.cuda.is_available()
+    if device == "cuda" and not assigned:
+        raise RuntimeError(
+            f"resources.device is cuda but this worker has no CUDA GPU (Ray assigned {ray.get_gpu_ids()}, "
+            f"torch.cuda.is_available() is {torch.cuda.is_available()})"
+        )
+    # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it assigned: "cuda" is the first of them
+    return verify_batch(spec, run_replicas(spec, seeds, device="cuda" if assigned else "cpu"))
 
 
-def submit_chunk(spec: RunSpec, seeds: list[int], *, gpu_fraction: float, use_gpu: bool) -> Any:
-    """Submit one chunk; asks for ``gpu_fraction`` of a GPU when the cluster has GPUs."""
-    options: dict[str, Any] = {"num_cpus": 1}
-    if use_gpu:
-        options["num_gpus"] = gpu_fraction
-    return _run_chunk.options(**options).remote(spec, seeds)
+def submit_chunk(spec: RunSpec, seeds: list[int], resources: Resources, *, cluster_gpus: float) -> Any:
+    """Submit one chunk asking for ``resources`` (a GPU share by their device and the cluster's GPUs)."""
+    options = resources.task_options(cluster_gpus)
+    device = "cuda" if resources.device == "cuda" else "auto"
+    return _run_chunk.options(**options).remote(spec, seeds, device)
 
 
 def shutdown() -> None:

@@ -41,6 +41,7 @@ from study.search.objectives import summary_metrics
 from study.search.samplers import make_storage
 from study.spec import HuntSpec
 from study.tracking.mlflow_sink import HuntTracker, NullTracker, default_tracking_uri
+from study.tracking.reach import check_reachable, is_server
 
 __all__ = ["HuntOptions", "run_hunt", "trial_seeds", "trials_table"]
 
@@ -85,6 +86,8 @@ def run_hunt(
     if options.runs_per_trial is not None:
         spec = dataclasses.replace(spec, runs_per_trial=options.runs_per_trial)
     out = options.out
+    check_reachable(options.storage, "storage")  # a server that is not there: one line, nothing written
+    check_reachable(options.tracking_uri, "tracking URI")
     storage = make_storage(options.storage, out)  # fails before anything is written for a bad URL
     (out / "trials").mkdir(parents=True, exist_ok=True)
     study = open_study(spec, storage)
@@ -97,7 +100,9 @@ def run_hunt(
             options.tracking_uri or default_tracking_uri(out),
             spec.name,
             spec.name,
-            artifact_root=out / "mlartifacts",
+            # a tracking server stores artifacts itself (proxied: `mlflow server --serve-artifacts`),
+            # so its UI shows them; a local store keeps them beside the hunt
+            artifact_root=None if is_server(options.tracking_uri) else out / "mlartifacts",
         )
         if options.tracking
         else NullTracker()
@@ -108,7 +113,7 @@ def run_hunt(
         num_cpus=options.num_cpus,
         runs_per_trial=spec.runs_per_trial,
         chunk_size=spec.chunk_size,
-        gpu_fraction=spec.gpu_fraction,
+        resources=spec.resources,
         max_inflight=spec.max_inflight,
     )
     writer = TrialWriter(study, spec, tracker, out)

@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def listening_ports(node: local_ray.LocalNode) -> set[int]:
-    """TCP ports that processes of the node's process group listen on (from /proc: Linux)."""
+    """TCP ports that processes of the node's session listen on (from /proc: Linux)."""
     inodes: set[str] = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if os.getpgid(int(pid)) != node.process.pid:
+            if os.getsid(int(pid)) != node.process.pid:
                 continue
             for fd in os.listdir(f"/proc/{pid}/fd"):
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
@@ -44,12 +44,9 @@ def listening_ports(node: local_ray.LocalNode) -> set[int]:
     return ports
 
 
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def group_alive(sid: int) -> bool:
+    """Whether any process of the node's session is left."""
+    return bool(local_ray.session_pids(sid))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads listening sockets from /proc")

@@ -132,3 +132,16 @@ def test_hunt_through_a_tracking_server_logs_one_run_per_training_run(tmp_path, 
         [t["value"] for r in kinds["runs"] for t in r["data"]["tags"] if t["key"] == "minima_hunt.kind"]
     )
     assert counts.value_counts().to_dict() == {"trial": 2, "hunt": 1}
+
+    # artifacts go through the server (proxied), to its destination, never to a path of the hunt's
+    assert experiment["experiment"]["artifact_location"].startswith("mlflow-artifacts:")
+    from mlflow.tracking import MlflowClient
+
+    note = tmp_path / "note.txt"
+    note.write_text("through the server")
+    MlflowClient(tracking_uri=mlflow_server).log_artifact(
+        runs[0]["info"]["run_id"], str(note), "counterexample"
+    )
+    stored = list((tmp_path / "artifacts").rglob("note.txt"))
+    assert [p.read_text() for p in stored] == ["through the server"]
+    assert not (out / "mlartifacts").exists()

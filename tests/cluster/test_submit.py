@@ -10,12 +10,13 @@ import time
 from pathlib import Path
 
 import optuna
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from study.dispatch import local_ray
-from study.dispatch.jobs import EXCLUDES, PIPELINE_ENV, TELEMETRY_OFF, hunt_job, project_root
+from study.dispatch.jobs import EXCLUDES, PIPELINE_ENV, TELEMETRY_OFF, default_results, hunt_job, project_root
 from tests.cluster.conftest import free_port, tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,14 +49,28 @@ def test_hunt_job_carries_the_project_the_pipeline_text_and_the_stores(tmp_path)
     assert env["MINIMA_HUNT_STORAGE"].startswith("postgresql+psycopg2://")
     assert TELEMETRY_OFF.items() <= env.items() and env[PIPELINE_ENV] == text
     assert job.submission_id.startswith("hunt-odd-")
-    folder = f"runs/jobs/{job.submission_id}"
-    prefix, hunt = job.entrypoint.split(" && python ")
+    folder = str(default_results(job.submission_id))
+    assert folder == str(Path.home() / "minima-hunt" / "jobs" / job.submission_id) == job.results
+    prefix, hunt = job.entrypoint.split(' && exec "$py" ')
     assert hunt == (
         f"-m study.cli hunt {folder}/odd.yaml --address auto --out {folder} --trials 3 --runs-per-trial 5"
     )
-    # the shell part writes the pipeline text byte for byte where the hunt reads it
-    subprocess.run(["sh", "-c", prefix], cwd=tmp_path, env={**os.environ, PIPELINE_ENV: text}, check=True)
-    assert (tmp_path / folder / "odd.yaml").read_text() == text
+    # the shell part writes the pipeline text byte for byte where the hunt reads it, and finds the
+    # Python whose Ray its parent process loaded (here: this interpreter, which has imported Ray)
+    import ray._raylet  # noqa: F401 - loaded here as in the job supervisor, the shell's parent
+
+    results = tmp_path / "results"
+    job = hunt_job("odd", text, working_dir=ROOT, results=results)
+    prefix = job.entrypoint.split(' && exec "$py" ')[0]
+    found = subprocess.run(
+        ["sh", "-c", f'{prefix} && echo "$py"'],
+        env={"PATH": "/usr/bin:/bin", PIPELINE_ENV: text},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert Path(found) == Path(sys.executable).parent / "python"
+    assert (results / "odd.yaml").read_text() == text
     # without stores the job's own defaults apply (nothing is set for them)
     bare = hunt_job("odd", text, working_dir=ROOT)
     assert "MLFLOW_TRACKING_URI" not in bare.runtime_env["env_vars"]
@@ -83,12 +98,14 @@ def ray_head():
     (its own process group: never `ray stop`, which would stop every Ray on the machine)."""
     from ray.job_submission import JobSubmissionClient
 
-    env = {
-        **os.environ,
-        **TELEMETRY_OFF,
-        # the job's entrypoint runs `python`: this interpreter, as in an activated environment
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+    # as a user who runs `.venv/bin/ray start --head` without activating the virtualenv: no Python of
+    # the project on PATH (the job must find the head's own)
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep) if p != venv_bin
+    )
+    env = {**os.environ, **TELEMETRY_OFF, "PATH": path}
+    env.pop("VIRTUAL_ENV", None)
     head = local_ray.start_head(num_cpus=2, job_api=True, env=env)
     env = {**env, **head.auth_env, **local_ray.loopback_env()}
     address = head.dashboard_address
@@ -104,28 +121,29 @@ def ray_head():
                 if not head.alive() or time.monotonic() > deadline:
                     pytest.fail(f"the Ray head did not come up:\n{head.log_path.read_text()[-5000:]}")
                 time.sleep(1)
-        yield address, client, env
+        yield address, client, env, head
     finally:
         head.stop()
 
 
 @pytest.mark.timeout(300)
-def test_submit_runs_a_hunt_as_a_ray_job(tmp_path, ray_head):
-    address, client, env = ray_head
+def test_submit_runs_a_hunt_as_a_ray_job_whose_results_outlive_the_head(tmp_path, ray_head):
+    address, client, env, head = ray_head
     pipeline = tiny_pipeline("submitted", trials=1)  # --trials 2 below must win
     path = tmp_path / "tiny.yaml"  # outside the project: its text travels with the job
     path.write_text(yaml.safe_dump(pipeline))
-    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    env = {k: v for k, v in env.items() if k not in ("MLFLOW_TRACKING_URI", "MINIMA_HUNT_STORAGE")}
     proc = study_cli(
-        "submit", str(path), "--address", address, "--tracking-uri", tracking_uri, "--storage", storage,
-        "--trials", "2", env=env,
+        "submit", str(path), "--address", address, "--results", str(tmp_path / "results"), "--trials", "2",
+        env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     job_id = proc.stdout.strip().splitlines()[-1]
     assert job_id.startswith(f"hunt-{pipeline['name']}-")
+    results = tmp_path / "results" / job_id
+    assert f"results: {results} on the head" in proc.stderr.splitlines()
 
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 240
     status = ""
     while time.monotonic() < deadline:
         status = str(client.get_job_status(job_id).value)
@@ -138,18 +156,21 @@ def test_submit_runs_a_hunt_as_a_ray_job(tmp_path, ray_head):
     listed = study_cli("jobs", "--address", address, env=env)
     assert listed.returncode == 0, listed.stderr
     row = next(line for line in listed.stdout.splitlines() if line.startswith(job_id))
-    assert "SUCCEEDED" in row and "python -m study.cli hunt" in row and "--address auto" in row
+    assert "SUCCEEDED" in row and "-m study.cli hunt" in row and "--address auto" in row
     printed = study_cli("logs", job_id, "--address", address, env=env)
     assert printed.returncode == 0 and f"hunt {pipeline['name']}" in printed.stdout
     unknown = study_cli("logs", "no-such-job", "--address", address, env=env)
     assert unknown.returncode == 2 and "no job 'no-such-job'" in unknown.stderr
 
-    # the job wrote where it was told: 2 trials of 4 runs each
+    head.stop()  # `ray stop`: Ray's session directory, the job's working copy with it, is gone
+    # the results stay where the submit said: 2 trials of 4 runs each
+    storage = f"sqlite:///{results / 'optuna.db'}"
     study = optuna.load_study(study_name=pipeline["name"], storage=storage)
     assert [t.state.name for t in study.get_trials()] == ["COMPLETE", "COMPLETE"]
-    mlflow = MlflowClient(tracking_uri=tracking_uri)
+    mlflow = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
     experiment = mlflow.get_experiment_by_name(pipeline["name"])
     assert experiment is not None
     runs = mlflow.search_runs([experiment.experiment_id], "tags.`minima_hunt.kind` = 'run'", max_results=100)
     assert len(runs) == 8 and len({r.data.params["seed"] for r in runs}) == 8
-    assert all(r.data.tags["certified"] in ("true", "false") for r in runs)
+    assert len(pd.read_csv(results / "runs.csv")) == 8
+    assert (results / f"{pipeline['name']}.yaml").read_text() == path.read_text()
