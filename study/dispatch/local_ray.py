@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,19 +158,37 @@ def start_head(
     signal follows the thread): start it from the main thread, or pass False and stop it yourself.
     """
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
-    dashboard_port = free_port()
-    args = [
-        "--head",
-        f"--port={free_port()}",
-        f"--include-dashboard={'true' if job_api else 'false'}",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard_port}",
-        f"--ray-client-server-port={free_port()}",
-    ]
-    node = _start(args, num_cpus, num_gpus, resources, {**auth, **(env or {})}, die_with_parent, timeout)
-    if job_api:
-        node.dashboard_address = f"http://127.0.0.1:{dashboard_port}"
-    return node
+
+    def attempt() -> LocalNode:
+        dashboard_port = free_port()
+        args = [
+            "--head",
+            f"--port={free_port()}",
+            f"--include-dashboard={'true' if job_api else 'false'}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dashboard_port}",
+            f"--ray-client-server-port={free_port()}",
+        ]
+        env_all = {**auth, **(env or {})}
+        node = _start(args, num_cpus, num_gpus, resources, env_all, die_with_parent, timeout)
+        if job_api:
+            node.dashboard_address = f"http://127.0.0.1:{dashboard_port}"
+        return node
+
+    return _retried(attempt)
+
+
+def _retried(attempt: Callable[[], LocalNode], attempts: int = 3) -> LocalNode:
+    """A node that did not come up is started again on fresh ports: a port the OS gave us may be
+    taken by a neighbour before the node binds it, and an overloaded machine can miss Ray's own
+    start-up deadlines."""
+    for remaining in range(attempts - 1, -1, -1):
+        try:
+            return attempt()
+        except LocalRayError:
+            if not remaining:
+                raise
+    raise AssertionError("unreachable")
 
 
 def start_worker(
@@ -198,18 +217,22 @@ def start_worker(
         "min_worker_port": 0,
         "max_worker_port": 0,
         "node_manager_port": 0,
-        "dashboard_agent_listen_port": free_port(),
-        "metrics_agent_port": free_port(),
-        "runtime_env_agent_port": free_port(),
-        "metrics_export_port": free_port(),
     }
-    return _launch(
-        [sys.executable, "-c", WORKER_MAIN, json.dumps(params)],
-        {**head.auth_env, **(env or {})},
-        die_with_parent,
-        timeout,
-        head=False,
-    )
+
+    def attempt() -> LocalNode:
+        ports = {
+            key: free_port()
+            for key in (
+                "dashboard_agent_listen_port",
+                "metrics_agent_port",
+                "runtime_env_agent_port",
+                "metrics_export_port",
+            )
+        }
+        command = [sys.executable, "-c", WORKER_MAIN, json.dumps({**params, **ports})]
+        return _launch(command, {**head.auth_env, **(env or {})}, die_with_parent, timeout, head=False)
+
+    return _retried(attempt)
 
 
 # A worker node in its own process: the node's processes are its children (one process group); its

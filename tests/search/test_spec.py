@@ -111,7 +111,12 @@ def test_cli_unreachable_storage_exits_2_and_writes_nothing(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2
-    assert "storage or tracking store failed" in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert (
+        len(lines) == 1
+        and "storage: cannot connect to postgresql+psycopg2://nobody:***@127.0.0.1:1" in lines[0]
+    )
+    assert "nothing" not in lines[0]  # the password stays out of the message
     assert not out.exists()
 
 
