@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +23,22 @@ def cmd_hunt(args: argparse.Namespace) -> int:
     from study.progress import library_logs
     from study.search.driver import HuntOptions, run_hunt
     from study.search.samplers import dashboard_command
-    from study.spec import PipelineError, load_pipeline
+    from study.spec import PipelineError, load_pipeline, spec_warnings
     from study.tracking.mlflow_sink import default_tracking_uri
 
     library_logs(verbose=args.verbose, quiet=args.quiet)
 
     try:
-        spec = load_pipeline(args.pipeline)
+        spec = load_pipeline(args.pipeline, args.overrides)
     except PipelineError as exc:
         raise _usage_error(str(exc)) from None
     for flag in ("trials", "runs_per_trial"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise _usage_error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    deadline = budget_deadline(args.hours, args.until, now=time.time())
+    for warning in spec_warnings(spec, trials=args.trials, budgeted=deadline is not None):
+        print(f"study: warning: {warning}", file=sys.stderr)
     out = Path(args.out or f"runs/{spec.name}")
     storage = args.storage or os.environ.get("MINIMA_HUNT_STORAGE")
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
@@ -44,6 +50,7 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         trials=args.trials,
         runs_per_trial=args.runs_per_trial,
         progress=not args.quiet,
+        deadline=deadline,
     )
     print(
         f"hunt {spec.name}: {spec.landscape}, objective {', '.join(spec.objective)}, "
@@ -62,11 +69,49 @@ def cmd_hunt(args: argparse.Namespace) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print()
         print(table.to_string(index=False) if len(table) else "no trials")
+    summary = out / "summary.md"
+    if summary.is_file():
+        print()
+        print(summary.read_text())
     uri = tracking_uri or default_tracking_uri(out)
-    print(f"\nruns: {out / 'runs.csv'}   trials: {out / 'trials.csv'}")
+    print(f"\nruns: {out / 'runs.csv'}   trials: {out / 'trials.csv'}   summary: {summary}")
     print_links(uri, spec.name)
     print(f"open the search: {dashboard_command(storage, out)}")
     return 0
+
+
+def budget_deadline(hours: float | None, until: str | None, *, now: float) -> float | None:
+    """The wall-clock time (``time.time()`` scale) a hunt stops starting trials at: ``now + hours``,
+    or ``until`` (``HH:MM[:SS]`` today in UTC, the next day if already past, or an ISO date-time;
+    UTC unless it names a zone); the earlier of the two when both are given. UsageError if malformed."""
+    import datetime as dt
+
+    deadlines = []
+    if hours is not None:
+        if not (hours > 0 and math.isfinite(hours)):
+            raise _usage_error(f"--hours must be a positive number, got {hours}")
+        deadlines.append(now + hours * 3600.0)
+    if until is not None:
+        text = until.strip()
+        utc = dt.UTC
+        try:
+            if "T" in text or "-" in text:
+                when = dt.datetime.fromisoformat(text)
+                when = when if when.tzinfo is not None else when.replace(tzinfo=utc)
+            else:
+                clock = dt.time.fromisoformat(text)
+                today = dt.datetime.fromtimestamp(now, utc).date()
+                when = dt.datetime.combine(today, clock, tzinfo=utc)
+                if when.timestamp() <= now:
+                    when += dt.timedelta(days=1)
+        except ValueError:
+            raise _usage_error(
+                f"--until: expected HH:MM or an ISO date-time such as 2026-11-25T06:00, got {until!r}"
+            ) from None
+        if when.timestamp() <= now:
+            raise _usage_error(f"--until {until} is already past")
+        deadlines.append(when.timestamp())
+    return min(deadlines) if deadlines else None
 
 
 def print_links(tracking_uri: str, experiment: str) -> None:
@@ -91,7 +136,22 @@ def add_output_flags(parser: argparse.ArgumentParser) -> None:
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("hunt", help="run (or resume) a hunt from a pipeline file")
     p.add_argument("pipeline", help="a pipeline YAML file, e.g. pipelines/quickstart.yaml")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="FIELD=VALUE",
+        help="change pipeline fields, validated like the file (e.g. train.lr=0.05 runs_per_trial=64)",
+    )
     p.add_argument("--trials", type=int, default=None, help="total finished trials wanted")
+    p.add_argument(
+        "--hours",
+        type=float,
+        default=None,
+        help="time budget: start trials for this long, then finish those in flight and stop",
+    )
+    p.add_argument(
+        "--until", default=None, help="time budget: stop starting trials at HH:MM (UTC) or a date-time"
+    )
     p.add_argument("--runs-per-trial", type=int, default=None)
     p.add_argument("--out", default=None, help="output folder (default runs/<name>)")
     p.add_argument("--address", default=None, help="Ray cluster to join (default: local Ray)")

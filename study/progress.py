@@ -16,7 +16,7 @@ class ProgressBar(tqdm):  # type: ignore[misc]
         self.update(max(0, n - self.n))
 
 
-def progress_bar(*, total: int, desc: str, unit: str = "it", **kwargs: Any) -> ProgressBar:
+def progress_bar(*, total: int | None, desc: str, unit: str = "it", **kwargs: Any) -> ProgressBar:
     """A progress bar on stderr; ``disable`` defaults to off so logs of batch jobs show progress too."""
     kwargs.setdefault("file", sys.stderr)
     kwargs.setdefault("dynamic_ncols", True)

@@ -21,7 +21,26 @@ Key = TypeVar("Key")
 class _Trial(Generic[Key]):
     key: Key
     refs: list[Any]
-    done: int = 0
+    results: dict[int, RunBatch] = field(default_factory=dict)  # chunk index -> its runs
+    error: BaseException | None = None  # of the first chunk that failed
+
+    @property
+    def done(self) -> int:
+        return len(self.results) + (self.error is not None)
+
+    def so_far(self) -> list[RunBatch]:
+        return [self.results[i] for i in sorted(self.results)]
+
+
+@dataclass(frozen=True)
+class Waited(Generic[Key]):
+    """What one :meth:`ChunkPool.wait` saw: runs finished by the chunks that ended, trials now complete
+    (their chunk results or the first chunk's exception), and unfinished trials that gained a chunk
+    (their chunks so far)."""
+
+    runs: int
+    finished: list[tuple[Key, list[RunBatch] | BaseException]]
+    progressed: list[tuple[Key, list[RunBatch]]]
 
 
 @dataclass
@@ -89,26 +108,34 @@ class ChunkPool(Generic[Key]):
             self._pending[ref] = (item, len(chunk))
         self._trials.append(item)
 
-    def wait(self, timeout: float = 5.0) -> tuple[int, list[tuple[Key, list[RunBatch] | BaseException]]]:
-        """Wait for a chunk; returns (runs finished by the chunks that ended, trials now complete with
-        their chunk results or the exception of the first chunk that failed)."""
+    def wait(self, timeout: float = 5.0) -> Waited[Key]:
+        """Wait up to ``timeout`` seconds for a chunk to end."""
         if not self._pending:
-            return 0, []
+            return Waited(0, [], [])
         ready, _ = ray_pool.ray.wait(list(self._pending), num_returns=1, timeout=timeout)
         finished: list[tuple[Key, list[RunBatch] | BaseException]] = []
         runs = 0
+        progressed: dict[int, _Trial[Key]] = {}
         for ref in ready:
             item, size = self._pending.pop(ref)
             runs += size
-            item.done += 1
+            try:
+                item.results[item.refs.index(ref)] = ray_pool.ray.get(ref)
+            except Exception as exc:  # a failed chunk fails the trial, not the hunt
+                item.error = item.error or exc
             if item.done == len(item.refs):
                 self._trials.remove(item)
-                finished.append((item.key, _gather(item.refs)))
-        return runs, finished
+                finished.append((item.key, item.error or item.so_far()))
+                progressed.pop(id(item), None)
+            elif item.error is None:
+                progressed[id(item)] = item
+        return Waited(runs, finished, [(t.key, t.so_far()) for t in progressed.values()])
 
-
-def _gather(refs: list[Any]) -> list[RunBatch] | BaseException:
-    try:
-        return [ray_pool.ray.get(ref) for ref in refs]
-    except Exception as exc:  # a failed chunk fails the trial, not the hunt
-        return exc
+    def cancel(self, key: Key) -> list[RunBatch]:
+        """Stop a trial (pruned): its unfinished chunks are cancelled; returns the runs it finished."""
+        item = next(t for t in self._trials if t.key is key)
+        self._trials.remove(item)
+        for index, ref in enumerate(item.refs):
+            if index not in item.results and self._pending.pop(ref, None) is not None:
+                ray_pool.ray.cancel(ref)
+        return item.so_far()

@@ -285,3 +285,19 @@ def accuracy_bars_plot(table: pd.DataFrame, labels: list[str], path: Path) -> Pa
     ax.legend(loc="lower right")
     ax.set_title("Train and test accuracy at the end of training (mean +- sd over runs)", fontsize=10)
     return _finish(fig, path)
+
+
+def pareto_plot(values: pd.DataFrame, front: pd.Series, path: Path) -> Path:
+    """Completed trials of a two-objective hunt (the first two columns of ``values``, named by them),
+    the Pareto front highlighted and joined in order of the first objective."""
+    x, y = values.columns[:2]
+    fig = Figure(figsize=(5.5, 4), layout="constrained")
+    ax = fig.subplots()
+    ax.scatter(values[x], values[y], s=14, color="0.6", label="trials")
+    best = values[front.to_numpy()].sort_values(x)
+    ax.plot(best[x], best[y], "o-", color="C3", ms=5, label="Pareto front")
+    ax.set_xlabel(str(x))
+    ax.set_ylabel(str(y))
+    ax.legend(fontsize=8)
+    ax.set_title("Pareto front of the hunt", fontsize=9)
+    return _finish(fig, path)

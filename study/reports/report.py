@@ -13,8 +13,10 @@ import pandas as pd
 
 from study.diagnostics.critical import CLASSES
 from study.diagnostics.families import FAMILY_COLUMNS
+from study.record.files import read_csv
 from study.reports import plots
 from study.reports.hunt import HuntFolder, load_hunt
+from study.reports.summary import hunt_record, pareto_front, summary_markdown
 from study.reports.tables import (
     baseline_gaps,
     basin_table,
@@ -82,6 +84,7 @@ def build_report(out_dir: Path, *, fixed: dict[str, Any] | None = None) -> Repor
             written += _families_section(hunt, families, notes, lines, folder)
         written += _basin_section(hunt, lines, folder)
         written += _classification_section(hunt, lines, folder)
+    written += _hunt_summary_section(hunt, lines, folder)
     if written:
         lines += ["", "## Plots", ""]
         lines += [f"![{p.stem}]({p.name})" for p in written]
@@ -92,6 +95,27 @@ def build_report(out_dir: Path, *, fixed: dict[str, Any] | None = None) -> Repor
 
 
 # ---- sections --------------------------------------------------------------------------------------
+def _hunt_summary_section(hunt: HuntFolder, lines: list[str], folder: Path) -> list[Path]:
+    """The hunt summary (study.reports.summary), one heading level down, and for several objectives
+    the Pareto plot of the completed trials."""
+    text = summary_markdown(hunt.out)
+    lines.append("")
+    lines += [f"#{line}" if line.startswith("#") else line for line in text.splitlines()]
+    record = hunt_record(hunt.out)
+    directions = list(record.get("directions", []))
+    objectives = str(record.get("objective", "")).split(",")
+    trials = read_csv(hunt.out / "trials.csv")
+    columns = [f"value_{i}" for i in range(len(directions))]
+    if len(directions) < 2 or trials is None or not set(columns) <= set(trials.columns):
+        return []
+    done = trials[trials["state"] == "COMPLETE"].dropna(subset=columns)
+    if not len(done):
+        return []
+    values = done[columns[:2]].set_axis(objectives[:2], axis=1)
+    front = pareto_front(done[columns], directions)
+    return [plots.pareto_plot(values, front, folder / "pareto_front.png")]
+
+
 def _configurations_section(
     hunt: HuntFolder, families: pd.DataFrame, lines: list[str], folder: Path
 ) -> list[Path]:

@@ -24,22 +24,28 @@ import pandas as pd
 
 from study.dispatch.pool import ChunkPool
 from study.progress import progress_bar
-from study.record import write_json
+from study.record import RunBatch, write_json
+from study.reports.summary import write_summary
 from study.search.finish import TrialWriter
 from study.search.hunt_study import (
+    UNLIMITED,
     AskedTrial,
     ask,
+    configuration_key,
+    evaluated_before,
+    finished_trials,
     hunt_summary,
     open_study,
+    queue_grid_point,
     recover_interrupted,
     remaining_trials,
     target_trials,
     trial_seeds,
     trials_table,
 )
-from study.search.objectives import summary_metrics
-from study.search.samplers import make_storage
-from study.spec import HuntSpec
+from study.search.objectives import objective_value, summary_metrics
+from study.search.samplers import grid_size, make_storage
+from study.spec import HuntSpec, sampler_options
 from study.tracking.mlflow_sink import HuntTracker, NullTracker, default_tracking_uri
 from study.tracking.reach import check_reachable, is_server
 
@@ -59,6 +65,10 @@ class HuntOptions:
     num_cpus: int | None = None  # local Ray only
     progress: bool = True
     tracking: bool = True  # False: log nothing to MLflow (the tracking benchmark's baseline)
+    deadline: float | None = None  # wall-clock time (time.time()) after which no trial is started
+
+
+MAX_REPEATS_IN_A_ROW = 100  # ``repeats: skip``: a sampler that only re-proposes has converged
 
 
 def hunt_params(spec: HuntSpec, trials: int) -> dict[str, Any]:
@@ -72,6 +82,26 @@ def hunt_params(spec: HuntSpec, trials: int) -> dict[str, Any]:
         "runs_per_trial": spec.runs_per_trial,
         "fixed": json.dumps(spec.fixed, default=str),
         "search": json.dumps([dataclasses.asdict(p) for p in spec.search], default=str),
+        "sampler_options": json.dumps(sampler_options(spec), default=str),
+        "pruner": json.dumps({"name": spec.pruner, **spec.pruner_options}, default=str),
+        "repeats": spec.repeats,
+        "overrides": " ".join(spec.overrides),
+    }
+
+
+def hunt_record(spec: HuntSpec, options: HuntOptions, trials: int) -> dict[str, Any]:
+    """What ``OUT/hunt.json`` records about this invocation (read back by the hunt summary)."""
+    return {
+        "name": spec.name,
+        "description": spec.description,
+        **hunt_params(spec, trials),
+        "search": [dataclasses.asdict(p) for p in spec.search],
+        "derived": spec.derived,
+        "fixed": spec.fixed,
+        "directions": spec.directions,
+        "overrides": list(spec.overrides),
+        "trials": None if trials >= UNLIMITED else trials,
+        "deadline": options.deadline,
     }
 
 
@@ -93,8 +123,14 @@ def run_hunt(
     study = open_study(spec, storage)
     study.set_user_attr("pipeline", spec.source)
     study.set_user_attr("objectives", list(spec.objective))
+    study.set_user_attr("overrides", list(spec.overrides))
     recovered = recover_interrupted(study, spec)
-    remaining = remaining_trials(study, spec, options.trials)
+    budgeted = options.deadline is not None
+    remaining = remaining_trials(study, spec, options.trials, budgeted=budgeted)
+    target = target_trials(spec, options.trials, budgeted=budgeted)
+    record = hunt_record(spec, options, target)
+    record["started"] = time.time()
+    write_json(record, out / "hunt.json")
     tracker: HuntTracker | NullTracker = (
         HuntTracker(
             options.tracking_uri or default_tracking_uri(out),
@@ -107,7 +143,7 @@ def run_hunt(
         if options.tracking
         else NullTracker()
     )
-    tracker.start_hunt(hunt_params(spec, target_trials(spec, options.trials)))
+    tracker.start_hunt(hunt_params(spec, target))
     pool: ChunkPool[tuple[AskedTrial, float]] = ChunkPool.start(
         address=options.address,
         num_cpus=options.num_cpus,
@@ -119,14 +155,18 @@ def run_hunt(
     writer = TrialWriter(study, spec, tracker, out)
     hunt_start = time.perf_counter()
     status = "FINISHED"
+    stop = "interrupted"
     try:
-        _loop(spec, study, pool, writer, remaining, recovered, options.progress, on_trial)
+        stop = _loop(spec, study, pool, writer, remaining, recovered, options, on_trial)
+        if spec.sampler == "grid" and len(finished_trials(study)) >= grid_size(spec):
+            stop = "grid exhausted"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         writer.close()  # completed trials are logged and told even when interrupted
         tracker.finish_hunt(status=status, metrics=summary_metrics(*hunt_summary(study)))
+        write_json({**record, "finished": time.time(), "status": status, "stopped": stop}, out / "hunt.json")
     wall = time.perf_counter() - hunt_start
     stats = {
         "wall_seconds": wall,
@@ -138,6 +178,7 @@ def run_hunt(
     }
     write_json(stats, out / "hunt_stats.json")
     writer.refresh_tables()
+    write_summary(out)
     return trials_table(study)
 
 
@@ -148,17 +189,30 @@ def _loop(
     writer: TrialWriter,
     remaining: int,
     recovered: int,
-    progress: bool,
+    options: HuntOptions,
     on_trial: Callable[[dict[str, Any]], None] | None,
-) -> None:
-    """Keep the pool full, hand finished trials to the writer, report progress."""
+) -> str:
+    """Keep the pool full until the trials or the time budget are spent, prune hopeless trials after
+    each chunk, hand finished trials to the writer, report progress. Returns why it stopped."""
+    deadline = options.deadline
     bar = progress_bar(
-        total=remaining * spec.runs_per_trial, desc=f"hunt {spec.name}", unit="run", disable=not progress
+        total=None if remaining >= UNLIMITED else remaining * spec.runs_per_trial,
+        desc=f"hunt {spec.name}",
+        unit="run",
+        disable=not options.progress,
     )
     if recovered:
         bar.write(f"resuming: {recovered} interrupted trial(s) will be re-run with their seeds")
     counterexamples = finished = 0
     to_ask = remaining
+    stop = "trials done"
+    repeats_in_a_row = 0
+    pruning = spec.pruner not in ("none", "nop", "off")
+    previous_of: dict[int, list[int]] = {}  # trial number -> earlier trials of its configuration
+    asked_now: dict[str, list[int]] = {}  # configuration -> trials trained by this driver (maybe not told)
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.time() >= deadline
 
     def harvest(wait: bool) -> None:
         nonlocal counterexamples, finished
@@ -167,27 +221,52 @@ def _loop(
             finished += 1
             if on_trial is not None:
                 on_trial(outcome.row)
-        bar.set_postfix(
-            trials=f"{finished}/{remaining}", logging=writer.pending, counterexamples=counterexamples
-        )
+        shown = "" if remaining >= UNLIMITED else f"/{remaining}"
+        bar.set_postfix(trials=f"{finished}{shown}", logging=writer.pending, counterexamples=counterexamples)
 
     try:
-        while to_ask > 0 or pool.busy:
-            while to_ask > 0 and pool.has_room:
+        while (to_ask > 0 and not out_of_time()) or pool.busy:
+            while to_ask > 0 and pool.has_room and not out_of_time():
+                if spec.sampler == "grid" and not queue_grid_point(study, spec):
+                    to_ask, stop = 0, "grid exhausted"
+                    break
                 asked = ask(study, spec)
                 to_ask -= 1
                 if asked is None:  # a configuration the landscape rejects: told FAIL already
                     finished += 1
-                    bar.total -= spec.runs_per_trial  # none of its runs will be trained
-                    bar.refresh()
+                    if bar.total is not None:
+                        bar.total -= spec.runs_per_trial  # none of its runs will be trained
+                        bar.refresh()
                     continue
+                config = configuration_key(asked.values)
+                previous = sorted(set(evaluated_before(study, asked)) | set(asked_now.get(config, [])))
+                if previous and spec.repeats == "skip":
+                    writer.skip(asked, previous)
+                    repeats_in_a_row += 1
+                    if repeats_in_a_row >= MAX_REPEATS_IN_A_ROW:
+                        to_ask, stop = 0, f"{MAX_REPEATS_IN_A_ROW} repeated configurations in a row"
+                    continue
+                repeats_in_a_row = 0
+                previous_of[asked.trial.number] = previous
+                asked_now.setdefault(config, []).append(asked.trial.number)
                 seeds = trial_seeds(spec, asked.seed_base, spec.runs_per_trial)
                 pool.submit((asked, time.perf_counter()), asked.run_spec, seeds)
-            runs, done = pool.wait(timeout=5.0)
-            bar.update(runs)
-            for (asked, started), outcome in done:
-                writer.submit(asked, outcome, started)
+            wait = 5.0 if deadline is None else max(0.05, min(5.0, deadline - time.time()))
+            waited = pool.wait(timeout=wait)
+            bar.update(waited.runs)
+            for key, outcome in waited.finished:
+                asked, started = key
+                writer.submit(asked, outcome, started, previous=previous_of.pop(asked.trial.number, []))
+            if pruning:
+                for key, so_far in waited.progressed:
+                    if _should_prune(spec, key[0], so_far):
+                        asked, started = key
+                        ran = pool.cancel(key)
+                        writer.submit(asked, ran, started, pruned=True, previous=[])
+                        previous_of.pop(asked.trial.number, None)
             harvest(wait=False)
+        if to_ask > 0 and out_of_time():
+            stop = "time budget spent"
         if writer.pending:  # every run trained; the last trials are still being logged
             bar.set_description(f"hunt {spec.name}: logging {writer.pending} trial(s)")
         writer.close()
@@ -195,3 +274,12 @@ def _loop(
         harvest(wait=True)
     finally:
         bar.close()
+    return stop
+
+
+def _should_prune(spec: HuntSpec, asked: AskedTrial, so_far: list[RunBatch]) -> bool:
+    """Report the trial's running estimate (step = runs so far) and ask the pruner."""
+    frame = RunBatch.concat(so_far).frame
+    value = objective_value(spec.objective[0], frame, asked.values)
+    asked.trial.report(value, step=len(frame))
+    return asked.trial.should_prune()

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
+import pandas as pd
 
 from study.diagnostics.critical import relabel_unknown_optimum
-from study.record import RunBatch, save_trial, trial_frame, write_tables
+from study.record import RunBatch, save_trial, trial_frame, trial_stem, write_tables
+from study.record.files import read_csv
 from study.search.hunt_study import AskedTrial, trials_table
 from study.search.objectives import objective_value, summary_metrics, trial_summary
 from study.spec import HuntSpec
@@ -44,7 +46,9 @@ class Tracker(Protocol):
         config: dict[str, Any],
     ) -> int: ...
 
-    def finish_trial(self, run_id: str, *, metrics: dict[str, float], failed: str | None = None) -> None: ...
+    def finish_trial(
+        self, run_id: str, *, metrics: dict[str, float], failed: str | None = None, pruned: bool = False
+    ) -> None: ...
 
 
 def error_line(exc: BaseException) -> str:
@@ -69,8 +73,47 @@ class TrialWriter:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trial")
         self._futures: list[Future[TrialOutcome]] = []
 
-    def submit(self, asked: AskedTrial, outcome: list[RunBatch] | BaseException, started: float) -> None:
-        self._futures.append(self._thread.submit(self.finish, asked, outcome, started))
+    def submit(
+        self,
+        asked: AskedTrial,
+        outcome: list[RunBatch] | BaseException,
+        started: float,
+        *,
+        pruned: bool = False,
+        previous: list[int] | None = None,
+    ) -> None:
+        """Finish a trial on the writer's thread. ``pruned``: its runs so far, told PRUNED. ``previous``:
+        numbers of earlier trials of the same configuration whose runs are pooled into the told value
+        (finished by now: this thread finishes trials in the order they were handed over)."""
+        self._futures.append(
+            self._thread.submit(self.finish, asked, outcome, started, pruned=pruned, previous=previous or [])
+        )
+
+    def skip(self, asked: AskedTrial, previous: list[int]) -> None:
+        """A configuration evaluated before (``repeats: skip``): told the latest value again, no runs."""
+        self._futures.append(self._thread.submit(self._skip, asked, previous))
+
+    def _trials(self, numbers: list[int]) -> list[optuna.trial.FrozenTrial]:
+        wanted = set(numbers)
+        return [t for t in self.study.get_trials(deepcopy=False) if t.number in wanted]
+
+    def _skip(self, asked: AskedTrial, previous: list[int]) -> TrialOutcome:
+        trial = asked.trial
+        last = max(self._trials(previous), key=lambda t: t.number)
+        trial.set_user_attr("repeat_of", last.number)
+        trial.set_user_attr("summary", json.dumps({"runs": 0, "counts": {}, "certified_spurious": 0}))
+        if last.state == optuna.trial.TrialState.COMPLETE and last.values is not None:
+            self.study.tell(trial, list(last.values))
+            state = "COMPLETE"
+        elif last.state == optuna.trial.TrialState.PRUNED:  # a pruned configuration stays pruned
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            state = "PRUNED"
+        else:
+            trial.set_user_attr("fail_reason", f"repeat of trial {last.number}, which failed")
+            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            state = "FAIL"
+        self.refresh_tables()
+        return TrialOutcome({"number": trial.number, "state": state, "repeat_of": last.number}, 0)
 
     def collect(self, *, wait: bool) -> list[TrialOutcome]:
         """Outcomes of trials finished since the last call (all pending ones when ``wait``)."""
@@ -89,7 +132,13 @@ class TrialWriter:
         self._thread.shutdown(wait=True)
 
     def finish(
-        self, asked: AskedTrial, outcome: list[RunBatch] | BaseException, started: float
+        self,
+        asked: AskedTrial,
+        outcome: list[RunBatch] | BaseException,
+        started: float,
+        *,
+        pruned: bool = False,
+        previous: list[int] | None = None,
     ) -> TrialOutcome:
         trial = asked.trial
         run_id = self.tracker.trial_run(asked.seed_base, trial.number, asked.values)
@@ -120,19 +169,37 @@ class TrialWriter:
             values=asked.values,
             config=asked.run_spec.flat_config(),
         )
-        values = [objective_value(o, frame, asked.values) for o in self.spec.objective]
+        pooled = self._pooled(frame, self._trials(previous or []))
+        values = [objective_value(o, pooled, asked.values) for o in self.spec.objective]
         summary = trial_summary(frame)
         trial.set_user_attr("summary", json.dumps(summary))
         trial.set_user_attr("seconds", time.perf_counter() - started)
-        self.study.tell(trial, values)
+        if previous:
+            trial.set_user_attr("repeat_of", max(previous))
+            trial.set_user_attr("pooled_runs", len(pooled))
+        state = "PRUNED" if pruned else "COMPLETE"
+        if pruned:
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            self.study.tell(trial, values)
         metrics = {f"objective_{o}": v for o, v in zip(self.spec.objective, values, strict=True)}
         metrics.update({f"count_{k}": float(v) for k, v in summary["counts"].items()})
         metrics["certified_spurious"] = float(summary["certified_spurious"])
         metrics.update(summary_metrics(summary["runs"], summary["counterexamples"]))
-        self.tracker.finish_trial(run_id, metrics=metrics)
+        self.tracker.finish_trial(run_id, metrics=metrics, pruned=pruned)
         self.refresh_tables()
-        row = {"number": trial.number, "state": "COMPLETE", **asked.values, **summary}
+        row = {"number": trial.number, "state": state, **asked.values, **summary}
         return TrialOutcome(row, int(summary["counterexamples"]))
+
+    def _pooled(self, frame: pd.DataFrame, previous: list[optuna.trial.FrozenTrial]) -> pd.DataFrame:
+        """This trial's runs and those of earlier trials of the same configuration (``accumulate``)."""
+        frames = [frame]
+        for t in previous:
+            seed_base = int(t.user_attrs.get("seed_base", t.number))
+            earlier = read_csv(self.out / "trials" / f"{trial_stem(seed_base)}.csv")
+            if earlier is not None and len(earlier):
+                frames.append(earlier)
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frame
 
     def refresh_tables(self) -> None:
         """Keep ``runs.csv`` and ``trials.csv`` current after every finished trial."""

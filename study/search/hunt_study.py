@@ -4,6 +4,7 @@ a trial's configuration, and read finished trials back as a table. Public Optuna
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ import pandas as pd
 
 from study.record import CLASSES
 from study.runs import RunSpec
-from study.search.samplers import enqueue_grid, grid_size, make_sampler, suggest
+from study.search.samplers import enqueue_grid, grid_size, make_pruner, make_sampler, suggest
 from study.spec import HuntSpec
 
 INTERRUPTED = "interrupted; re-run"  # fail_reason of a trial replaced by a re-run (older hunts)
@@ -35,15 +36,47 @@ def trial_seeds(spec: HuntSpec, seed_base: int, runs: int) -> list[int]:
 
 
 def open_study(spec: HuntSpec, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the hunt's study or load it to resume; grid points still to do are enqueued."""
+    """Create the hunt's study or load it to resume, with the pipeline's sampler and pruner; the
+    objectives are named (the dashboard shows ``spurious_rate``, not "Objective 0")."""
     study = optuna.create_study(
         study_name=spec.name,
         storage=storage,
         sampler=make_sampler(spec),
+        pruner=make_pruner(spec),
         directions=spec.directions,  # type: ignore[arg-type]
         load_if_exists=True,
     )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(spec.objective))
     return study
+
+
+def queue_grid_point(study: optuna.Study, spec: HuntSpec) -> bool:
+    """Before an ask on a grid: make sure one trial waits (a re-run, or the next grid point). False
+    when the grid is exhausted. One point at a time, so a hunt that stops leaves none waiting."""
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    return bool(waiting) or enqueue_grid(study, spec, skip=replaced_trials(study), limit=1) > 0
+
+
+def configuration_key(values: dict[str, Any]) -> str:
+    """A trial's resolved configuration as a stable string (what makes two trials the same)."""
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def evaluated_before(study: optuna.Study, asked: AskedTrial) -> list[int]:
+    """Numbers of finished trials (complete or pruned) that trained the same configuration as ``asked``."""
+    key = configuration_key(asked.values)
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    replaced = replaced_trials(study)
+    return [
+        t.number
+        for t in study.get_trials(deepcopy=False, states=done)
+        if t.number not in replaced
+        and t.number != asked.trial.number
+        and "values" in t.user_attrs
+        and configuration_key(json.loads(t.user_attrs["values"])) == key
+    ]
 
 
 def replaced_trials(study: optuna.Study) -> set[int]:
@@ -62,8 +95,6 @@ def recover_interrupted(study: optuna.Study, spec: HuntSpec) -> int:
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         study.enqueue_trial(t.params, user_attrs={"seed_base": seed_base, RERUN_OF: t.number})
         count += 1
-    if spec.sampler == "grid":
-        enqueue_grid(study, spec, skip=replaced_trials(study))
     return count
 
 
@@ -74,15 +105,21 @@ def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.get_trials(deepcopy=False, states=done) if t.number not in replaced]
 
 
-def target_trials(spec: HuntSpec, wanted: int | None) -> int:
-    """Finished trials a hunt aims at: ``wanted`` (default the pipeline's), at most the grid's size."""
-    target = wanted if wanted is not None else spec.trials
+UNLIMITED = 2**62  # a hunt with a time budget and no trial count: trials until the time is spent
+
+
+def target_trials(spec: HuntSpec, wanted: int | None, *, budgeted: bool = False) -> int:
+    """Finished trials a hunt aims at: ``wanted``; else the pipeline's, or no count at all when a time
+    budget bounds the hunt; at most the grid's size."""
+    target = wanted if wanted is not None else (UNLIMITED if budgeted else spec.trials)
     return min(target, grid_size(spec)) if spec.sampler == "grid" else target
 
 
-def remaining_trials(study: optuna.Study, spec: HuntSpec, wanted: int | None) -> int:
+def remaining_trials(
+    study: optuna.Study, spec: HuntSpec, wanted: int | None, *, budgeted: bool = False
+) -> int:
     """How many more trials to ask for: the target minus those finished."""
-    return max(0, target_trials(spec, wanted) - len(finished_trials(study)))
+    return max(0, target_trials(spec, wanted, budgeted=budgeted) - len(finished_trials(study)))
 
 
 def ask(study: optuna.Study, spec: HuntSpec) -> AskedTrial | None:

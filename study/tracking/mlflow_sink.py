@@ -123,7 +123,11 @@ class HuntTracker:
         )
         return {r.data.tags.get(TAG_RUN_KEY, "") for r in found}
 
-    def finish_trial(self, run_id: str, *, metrics: dict[str, float], failed: str | None = None) -> None:
+    def finish_trial(
+        self, run_id: str, *, metrics: dict[str, float], failed: str | None = None, pruned: bool = False
+    ) -> None:
+        """Close a trial's run: FAILED with its reason, KILLED and tagged ``optuna.state = PRUNED`` when
+        pruned (its metrics count the runs it finished), else FINISHED."""
         now = int(time.time() * 1000)
         clean = [
             Metric(k, float(v), now, 0)
@@ -131,8 +135,11 @@ class HuntTracker:
             if v is not None and math.isfinite(float(v))
         ]
         tags = [RunTag("fail_reason", failed[:5000])] if failed else []
+        state = "FAIL" if failed else "PRUNED" if pruned else "COMPLETE"
+        tags.append(RunTag("optuna.state", state))
         self.client.log_batch(run_id, metrics=clean, tags=tags)
-        self.client.set_terminated(run_id, status="FAILED" if failed else "FINISHED")
+        status = "FAILED" if failed else "KILLED" if pruned else "FINISHED"
+        self.client.set_terminated(run_id, status=status)
 
     def finish_hunt(self, *, status: str = "FINISHED", metrics: dict[str, float] | None = None) -> None:
         """End the hunt's run with its summary metrics (runs, counterexamples, rate and interval)."""
@@ -397,7 +404,9 @@ class NullTracker:
     def log_runs(self, trial_run_id: str, batch: RunBatch, **kwargs: Any) -> int:
         return 0
 
-    def finish_trial(self, run_id: str, *, metrics: dict[str, float], failed: str | None = None) -> None:
+    def finish_trial(
+        self, run_id: str, *, metrics: dict[str, float], failed: str | None = None, pruned: bool = False
+    ) -> None:
         return None
 
     def finish_hunt(self, *, status: str = "FINISHED", metrics: dict[str, float] | None = None) -> None:
