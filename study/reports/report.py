@@ -16,7 +16,13 @@ from study.diagnostics.families import FAMILY_COLUMNS
 from study.record.files import read_csv
 from study.reports import plots
 from study.reports.hunt import HuntFolder, load_hunt
-from study.reports.summary import hunt_record, pareto_front, summary_markdown
+from study.reports.summary import (
+    completed,
+    hunt_record,
+    objective_columns,
+    pareto_front,
+    summary_markdown,
+)
 from study.reports.tables import (
     baseline_gaps,
     basin_table,
@@ -105,10 +111,10 @@ def _hunt_summary_section(hunt: HuntFolder, lines: list[str], folder: Path) -> l
     directions = list(record.get("directions", []))
     objectives = str(record.get("objective", "")).split(",")
     trials = read_csv(hunt.out / "trials.csv")
-    columns = [f"value_{i}" for i in range(len(directions))]
-    if len(directions) < 2 or trials is None or not set(columns) <= set(trials.columns):
+    columns = objective_columns(trials, objectives) if trials is not None else None
+    if len(directions) < 2 or trials is None or columns is None:
         return []
-    done = trials[trials["state"] == "COMPLETE"].dropna(subset=columns)
+    done = completed(trials, columns)
     if not len(done):
         return []
     values = done[columns[:2]].set_axis(objectives[:2], axis=1)

@@ -53,17 +53,30 @@ def pareto_front(values: pd.DataFrame, directions: list[str]) -> pd.Series:
     return pd.Series(front, index=values.index)
 
 
+def objective_columns(trials: pd.DataFrame, objectives: list[str]) -> list[str] | None:
+    """The columns of ``trials.csv`` holding the objective values (named, or ``value_i`` in older
+    tables); None when they are not all there."""
+    for columns in (objectives, [f"value_{i}" for i in range(len(objectives))]):
+        if columns and set(columns) <= set(trials.columns):
+            return list(columns)
+    return None
+
+
+def completed(trials: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return trials[trials["state"] == "COMPLETE"].dropna(subset=columns)
+
+
 def best_configurations(trials: pd.DataFrame, directions: list[str], objectives: list[str]) -> pd.DataFrame:
     """The best completed trials: the Pareto front for several objectives, else the top ``BEST_SHOWN``."""
-    value_columns = [f"value_{i}" for i in range(len(directions))]
-    if not len(trials) or not set(value_columns) <= set(trials.columns):
+    columns = objective_columns(trials, objectives) if len(trials) else None
+    if columns is None:
         return pd.DataFrame()
-    done = trials[trials["state"] == "COMPLETE"].dropna(subset=value_columns)
+    done = completed(trials, columns)
     if len(directions) > 1:
-        best = done[pareto_front(done[value_columns], directions)]
+        best = done[pareto_front(done[columns], directions)]
     else:
-        best = done.sort_values("value_0", ascending=directions[0] == "minimize").head(BEST_SHOWN)
-    return best.rename(columns=dict(zip(value_columns, objectives, strict=True)))
+        best = done.sort_values(columns[0], ascending=directions[0] == "minimize").head(BEST_SHOWN)
+    return best.rename(columns=dict(zip(columns, objectives, strict=True)))
 
 
 def counterexamples(runs: pd.DataFrame) -> pd.DataFrame:
