@@ -1,51 +1,67 @@
 """The unit of work: train a chunk of seeded replicas of one configuration and diagnose the end points.
 
-Workers (Ray tasks), the CLI and the benchmarks all call :func:`run_replicas`.
+A :class:`RunSpec` names the landscape and the procedure that trains it (default: the landscape's own
+``default_procedure``); workers (Ray tasks), the CLI and the benchmarks all call :func:`run_replicas`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import platform
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 import torch
 
-from study.diagnostics.basin import basin_columns
-from study.diagnostics.critical import DiagnosticsConfig, classify
+from study.diagnostics.critical import DiagnosticsConfig
 from study.diagnostics.verify import with_verdicts
-from study.landscapes.registry import landscape_config, make_landscape
+from study.landscapes.registry import default_procedure, landscape_config, make_landscape
+from study.procedures.base import Job
+from study.procedures.registry import procedure
 from study.record import RunBatch
-from study.training.gd import TrainConfig, train
+from study.training.gd import TrainConfig
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+__all__ = ["DTYPES", "RunBatch", "RunSpec", "class_summary", "run_replicas"]
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that determines a run besides its seed (replayable from this and the seed)."""
+    """Everything that determines a run besides its seed (replayable from this and the seed).
+
+    ``train`` is the procedure's configuration (None: its defaults); ``procedure`` "" is the landscape's
+    default procedure.
+    """
 
     landscape: str
     params: dict[str, Any]
-    train: TrainConfig = TrainConfig()
+    train: Any = None
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     init_scheme: str = "xavier-normal"
     init_scale: float = 1.0
     dtype: str = "float64"
-    extra: dict[str, Any] = field(default_factory=dict)  # landscape-specific procedure settings
+    procedure: str = ""
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        name = self.procedure or default_procedure(self.landscape)
+        config_cls = procedure(name).config_cls
+        train = config_cls() if self.train is None else self.train
+        if not isinstance(train, config_cls):
+            raise ValueError(
+                f"train: procedure {name!r} takes a {config_cls.__name__}, got {type(train).__name__}"
+            )
+        object.__setattr__(self, "procedure", name)
+        object.__setattr__(self, "train", train)
 
     def flat_config(self) -> dict[str, Any]:
-        """Flat key -> value view for logging as parameters."""
+        """Flat key -> value view for logging as parameters (only what the run reads)."""
         out: dict[str, Any] = {
             "landscape": self.landscape,
+            "procedure": self.procedure,
             "init_scheme": self.init_scheme,
             "init_scale": self.init_scale,
             "dtype": self.dtype,
@@ -53,18 +69,11 @@ class RunSpec:
         out.update({f"landscape.{k}": v for k, v in self.params.items()})
         out.update({f"train.{k}": v for k, v in dataclasses.asdict(self.train).items()})
         out.update({f"diagnostics.{k}": v for k, v in dataclasses.asdict(self.diagnostics).items()})
-        out.update({f"extra.{k}": v for k, v in self.extra.items()})
         return out
 
     def validate(self) -> None:
         """Raise ValueError naming the field when the landscape rejects ``params``."""
         landscape_config(self.landscape, self.params)
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.machine()}"
 
 
 def run_replicas(
@@ -74,57 +83,35 @@ def run_replicas(
     device: torch.device | str = "cpu",
     progress: Callable[[int, int], None] | None = None,
 ) -> RunBatch:
-    """Train one replica per seed as a single batched computation, then diagnose each end point.
+    """Train one replica per seed with the spec's procedure as one batched computation.
 
     Training runs in ``spec.dtype``; diagnostics always run in float64.
     """
     device = torch.device(device)
     landscape = make_landscape(spec.landscape, spec.params, device=device, dtype=DTYPES[spec.dtype])
-    custom = getattr(landscape, "run_replicas", None)
-    if custom is not None:  # landscapes with their own procedure (e.g. two-phase classification)
-        batch: RunBatch = custom(spec, seeds, progress=progress)
-        return batch
-    start = time.perf_counter()
-    theta0 = landscape.init(seeds, scheme=spec.init_scheme, scale=spec.init_scale)  # (R, P)
-    result = train(landscape, theta0, spec.train, progress=progress)
-    train_seconds = time.perf_counter() - start
-    exact = (
-        landscape
-        if spec.dtype == "float64"
-        else make_landscape(spec.landscape, spec.params, device=device, dtype=torch.float64)
+
+    def exact() -> Any:
+        if spec.dtype == "float64":
+            return landscape
+        return make_landscape(spec.landscape, spec.params, device=device, dtype=torch.float64)
+
+    job = Job(
+        landscape=landscape,
+        exact=exact,
+        config=spec.train,
+        diagnostics=spec.diagnostics,
+        init_scheme=spec.init_scheme,
+        init_scale=spec.init_scale,
+        device=device,
     )
-    frame, spectrum = classify(
-        exact,
-        result.theta.to(torch.float64),
-        seeds=seeds,
-        diverged=result.diverged,
-        config=spec.diagnostics,
-    )
-    for key, values in basin_columns(exact, theta0.to(torch.float64), result.theta.to(torch.float64)).items():
-        frame[key] = values
-    frame.insert(1, "steps", result.total_steps.cpu().numpy())
-    frame.insert(2, "restarts", result.restarts.cpu().numpy())
-    frame["final_lr"] = result.lr.cpu().numpy()
-    frame["converged"] = result.converged.cpu().numpy()
-    frame["stop_reason"] = result.stop_reason
-    frame["train_seconds_per_run"] = train_seconds / max(1, len(seeds))
-    frame["seconds_per_run"] = (time.perf_counter() - start) / max(1, len(seeds))
-    frame["device"] = device_name(device)
-    return RunBatch(
-        frame=frame,
-        theta=result.theta.detach().cpu().numpy(),
-        theta0=theta0.detach().cpu().numpy(),
-        eigenvalues=spectrum.eigenvalues.detach().cpu().numpy(),
-        curve_steps=result.curve_steps.cpu().numpy(),
-        curve=result.curve.detach().cpu().numpy(),
-    )
+    return procedure(spec.procedure).run(job, seeds, progress=progress)
 
 
 def verify_batch(spec: RunSpec, batch: RunBatch) -> RunBatch:
     """The batch with verdict columns: its certified spurious minima re-verified in float64 on the CPU
     (:mod:`study.diagnostics.verify`); unchanged when ``spec.diagnostics.reverify`` is off."""
-    if not spec.diagnostics.reverify or "certified" not in batch.frame:
-        return batch
+    if not spec.diagnostics.reverify or not isinstance(spec.train, TrainConfig):
+        return batch  # re-verification polishes by gradient descent: runs of the descent procedure only
     exact = make_landscape(spec.landscape, spec.params, device="cpu", dtype=torch.float64)
     frame = with_verdicts(
         exact, batch.frame, batch.theta, batch.theta0, train_config=spec.train, diagnostics=spec.diagnostics

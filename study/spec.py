@@ -6,12 +6,9 @@ A pipeline says what differs from the defaults. Errors name the file and the fie
 
 from __future__ import annotations
 
-import ast
-import copy
 import dataclasses
 import itertools
 import math
-import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,11 +17,22 @@ import yaml
 
 from study.diagnostics.critical import DiagnosticsConfig
 from study.dispatch.resources import Resources, parse_resources
+from study.errors import PipelineError
+from study.expressions import evaluate
 from study.landscapes.base import INIT_SCHEMES
-from study.landscapes.registry import LANDSCAPES, landscape_config
+from study.landscapes.registry import LANDSCAPES, default_procedure, landscape_config
+from study.procedures.registry import PROCEDURES, procedure
 from study.runs import DTYPES, RunSpec
 from study.search import choices
-from study.training.gd import TrainConfig
+from study.spec_fields import (
+    ParamSpec,
+    apply_overrides,
+    checked_options,
+    choice,
+    dataclass_from,
+    param_spec,
+    typed,
+)
 
 OBJECTIVES = {
     # name: (direction, what it measures)
@@ -36,7 +44,17 @@ OBJECTIVES = {
     "test_error": ("maximize", "mean test error of the trial's runs (classification)"),
 }
 REPEATS = ("accumulate", "skip")  # what a hunt does with a configuration it has already evaluated
-RUN_KEYS = ("init_scheme", "init_scale", "lr")  # searchable run settings besides landscape params
+RUN_KEYS = ("init_scheme", "init_scale")  # searchable run settings besides landscape and procedure fields
+__all__ = [
+    "HuntSpec",
+    "ParamSpec",
+    "PipelineError",
+    "apply_overrides",
+    "evaluate",
+    "load_pipeline",
+    "parse_pipeline",
+]
+
 TOP_LEVEL = {
     "name",
     "description",
@@ -46,9 +64,9 @@ TOP_LEVEL = {
     "derived",
     "init_scheme",
     "init_scale",
+    "procedure",
     "train",
     "diagnostics",
-    "extra",
     "runs_per_trial",
     "chunk_size",
     "seed",
@@ -63,32 +81,6 @@ TOP_LEVEL = {
 }
 
 
-class PipelineError(ValueError):
-    """A pipeline file that does not validate; the message names the file and the field."""
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    """One searched parameter: int/float ranges (optionally log or stepped) or categorical choices."""
-
-    name: str
-    kind: str  # "int" | "float" | "categorical"
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    log: bool = False
-    choices: tuple[Any, ...] = ()
-
-    def grid_values(self) -> list[Any]:
-        """The values a grid sampler visits (ints: every step; floats need explicit choices)."""
-        if self.kind == "categorical":
-            return list(self.choices)
-        if self.kind == "int":
-            assert self.low is not None and self.high is not None
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        raise PipelineError(f"search.{self.name}: a grid sampler needs categorical choices for floats")
-
-
 @dataclass(frozen=True)
 class HuntSpec:
     """A validated pipeline: what a hunt searches, how each run trains, and what it optimizes."""
@@ -101,9 +93,9 @@ class HuntSpec:
     description: str = ""
     init_scheme: str = "xavier-normal"
     init_scale: float = 1.0
-    train: TrainConfig = TrainConfig()
+    procedure: str = ""  # "": the landscape's default procedure
+    train: Any = None  # the procedure's configuration (None: its defaults)
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
-    extra: dict[str, Any] = field(default_factory=dict)
     runs_per_trial: int = 64
     chunk_size: int = 32
     seed: int = 0
@@ -120,6 +112,12 @@ class HuntSpec:
     max_inflight: int = 0  # 0: enough trials in flight to keep every CPU busy
     source: str = "<memory>"
 
+    def __post_init__(self) -> None:
+        name = self.procedure or default_procedure(self.landscape)
+        object.__setattr__(self, "procedure", name)
+        if self.train is None:
+            object.__setattr__(self, "train", procedure(name).config_cls())
+
     @property
     def directions(self) -> list[str]:
         return [OBJECTIVES[o][0] for o in self.objective]
@@ -132,148 +130,41 @@ class HuntSpec:
         return values
 
     def run_spec(self, values: dict[str, Any]) -> RunSpec:
-        """The :class:`RunSpec` of one trial from its resolved values."""
-        params = {k: v for k, v in values.items() if k not in RUN_KEYS and k not in self.search_only}
-        train = self.train
-        if "lr" in values:
-            train = dataclasses.replace(train, lr=float(values["lr"]))
+        """The :class:`RunSpec` of one trial from its resolved values: names of the procedure's fields
+        set its configuration (e.g. ``lr``), the run keys set the initialization, the rest the landscape."""
+        procedure_fields = self.procedure_fields
+        params = {
+            k: v
+            for k, v in values.items()
+            if k not in RUN_KEYS and k not in procedure_fields and k not in self.search_only
+        }
+        changes = {
+            k: float(v) if isinstance(procedure_fields[k].default, float) else v
+            for k, v in values.items()
+            if k in procedure_fields
+        }
         return RunSpec(
             landscape=self.landscape,
             params=params,
-            train=train,
+            train=dataclasses.replace(self.train, **changes) if changes else self.train,
             diagnostics=self.diagnostics,
             init_scheme=str(values.get("init_scheme", self.init_scheme)),
             init_scale=float(values.get("init_scale", self.init_scale)),
             dtype=self.dtype,
-            extra=dict(self.extra),
+            procedure=self.procedure,
         )
 
     @property
+    def procedure_fields(self) -> dict[str, dataclasses.Field[Any]]:
+        return {f.name: f for f in dataclasses.fields(PROCEDURES[self.procedure].config_cls)}
+
+    @property
     def search_only(self) -> set[str]:
-        """Searched helper variables used only inside derived expressions (not landscape fields)."""
+        """Searched helper variables used only inside derived expressions (not landscape or procedure
+        fields)."""
         fields = {f.name for f in dataclasses.fields(LANDSCAPES[self.landscape].config_cls)}
+        fields |= set(self.procedure_fields)
         return {p.name for p in self.search if p.name not in fields and p.name not in RUN_KEYS}
-
-
-_BINOPS = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.FloorDiv: operator.floordiv,
-    ast.Div: operator.truediv,
-    ast.Pow: operator.pow,
-}
-_FUNCS = {"min": min, "max": max, "round": round, "int": int}
-
-
-def evaluate(expr: str, names: dict[str, Any]) -> Any:
-    """Evaluate a small arithmetic expression over named values (no attribute access, no calls but
-    min/max/round/int)."""
-
-    def walk(node: ast.AST) -> Any:
-        if isinstance(node, ast.Expression):
-            return walk(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-            return node.value
-        if isinstance(node, ast.Name):
-            if node.id not in names:
-                raise PipelineError(f"unknown name {node.id!r} in expression {expr!r}")
-            return names[node.id]
-        if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            op: Any = _BINOPS[type(node.op)]
-            return op(walk(node.left), walk(node.right))
-        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-            return -walk(node.operand)
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in _FUNCS
-            and not node.keywords
-        ):
-            func: Any = _FUNCS[node.func.id]
-            return func(*[walk(a) for a in node.args])
-        raise PipelineError(f"unsupported syntax in expression {expr!r}")
-
-    try:
-        tree = ast.parse(str(expr), mode="eval")
-    except SyntaxError:
-        raise PipelineError(f"cannot parse expression {expr!r}") from None
-    return walk(tree)
-
-
-# ---- validation ---------------------------------------------------------------------------------------
-def _typed(where: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise PipelineError(f"{where}: expected {what}, got {value!r}")
-    if not isinstance(value, kind):
-        raise PipelineError(f"{where}: expected {what}, got {value!r}")
-    return value
-
-
-def _param(where: str, name: str, raw: Any) -> ParamSpec:
-    if not isinstance(raw, dict):
-        raise PipelineError(f"{where}: expected a mapping with a 'type', got {raw!r}")
-    kind = raw.get("type")
-    allowed = {
-        "int": {"type", "low", "high", "step", "log"},
-        "float": {"type", "low", "high", "step", "log"},
-        "categorical": {"type", "choices"},
-    }
-    if kind not in allowed:
-        raise PipelineError(f"{where}.type: expected one of int, float, categorical; got {kind!r}")
-    unknown = sorted(set(raw) - allowed[kind])
-    if unknown:
-        raise PipelineError(f"{where}: unknown key(s) {unknown} for type {kind}")
-    if kind == "categorical":
-        choices = raw.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise PipelineError(f"{where}.choices: expected a non-empty list")
-        frozen = tuple(tuple(c) if isinstance(c, list) else c for c in choices)
-        return ParamSpec(name, kind, choices=frozen)
-    number: type | tuple[type, ...] = int if kind == "int" else (int, float)
-    what = "an integer" if kind == "int" else "a number"
-    for key in ("low", "high"):
-        if key not in raw:
-            raise PipelineError(f"{where}.{key}: required for type {kind}")
-        _typed(f"{where}.{key}", raw[key], number, what)
-    low, high = raw["low"], raw["high"]
-    if low > high:
-        raise PipelineError(f"{where}: low ({low}) must be <= high ({high})")
-    log = bool(_typed(f"{where}.log", raw.get("log", False), bool, "true or false"))
-    if log and low <= 0:
-        raise PipelineError(f"{where}.low: must be > 0 when log is true, got {low}")
-    step = raw.get("step")
-    if step is not None:
-        _typed(f"{where}.step", step, number, what)
-        if step <= 0:
-            raise PipelineError(f"{where}.step: must be > 0, got {step}")
-    return ParamSpec(name, kind, low=low, high=high, step=step, log=log)
-
-
-def _dataclass_from(where: str, cls: type, raw: Any) -> Any:
-    if raw is None:
-        return cls()
-    if not isinstance(raw, dict):
-        raise PipelineError(f"{where}: expected a mapping, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise PipelineError(f"{where}: unknown field(s) {unknown}; allowed: {sorted(fields)}")
-    values = {}
-    for key, value in raw.items():
-        default = fields[key].default
-        if isinstance(default, bool):
-            _typed(f"{where}.{key}", value, bool, "true or false")
-        elif isinstance(default, int):
-            _typed(f"{where}.{key}", value, int, "an integer")
-        elif isinstance(default, float):
-            _typed(f"{where}.{key}", value, (int, float), "a number")
-            value = float(value)
-        values[key] = value
-    try:
-        return cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise PipelineError(f"{where}: {exc}") from None
 
 
 def parse_pipeline(raw: Any, *, source: str = "<memory>") -> HuntSpec:
@@ -293,10 +184,10 @@ def _parse(raw: Any, source: str) -> HuntSpec:
     for key in ("name", "landscape"):
         if key not in raw:
             raise PipelineError(f"{key}: required")
-    name = _typed("name", raw["name"], str, "a string")
+    name = typed("name", raw["name"], str, "a string")
     if not name or any(c in name for c in "/\\ "):
         raise PipelineError(f"name: must be non-empty without spaces or slashes, got {name!r}")
-    landscape = _typed("landscape", raw["landscape"], str, "a string")
+    landscape = typed("landscape", raw["landscape"], str, "a string")
     if landscape not in LANDSCAPES:
         raise PipelineError(f"landscape: unknown landscape {landscape!r}; known: {sorted(LANDSCAPES)}")
     fixed = raw.get("fixed") or {}
@@ -306,7 +197,7 @@ def _parse(raw: Any, source: str) -> HuntSpec:
     search_raw = raw.get("search") or {}
     if not isinstance(search_raw, dict):
         raise PipelineError(f"search: expected a mapping, got {search_raw!r}")
-    search = tuple(_param(f"search.{k}", k, v) for k, v in search_raw.items())
+    search = tuple(param_spec(f"search.{k}", k, v) for k, v in search_raw.items())
     derived = raw.get("derived") or {}
     if not isinstance(derived, dict):
         raise PipelineError(f"derived: expected a mapping of name: expression, got {derived!r}")
@@ -321,8 +212,8 @@ def _parse(raw: Any, source: str) -> HuntSpec:
         if o not in OBJECTIVES:
             raise PipelineError(f"objective: unknown objective {o!r}; known: {sorted(OBJECTIVES)}")
     default_sampler = "tpe" if len(objective) == 1 else "nsga2"
-    sampler, sampler_options = _choice("sampler", raw.get("sampler", default_sampler), default_sampler)
-    pruner, pruner_options = _choice("pruner", raw.get("pruner", "none"), "none")
+    sampler, sampler_options = choice("sampler", raw.get("sampler", default_sampler), default_sampler)
+    pruner, pruner_options = choice("pruner", raw.get("pruner", "none"), "none")
     repeats = raw.get("repeats", "accumulate")
     if repeats not in REPEATS:
         raise PipelineError(f"repeats: expected one of {list(REPEATS)}, got {repeats!r}")
@@ -334,7 +225,7 @@ def _parse(raw: Any, source: str) -> HuntSpec:
         ("trials", 20, 1),
         ("max_inflight", 0, 0),
     ):
-        value = _typed(key, raw.get(key, default), int, "an integer")
+        value = typed(key, raw.get(key, default), int, "an integer")
         if value < low:
             raise PipelineError(f"{key}: must be >= {low}, got {value}")
         ints[key] = value
@@ -345,7 +236,10 @@ def _parse(raw: Any, source: str) -> HuntSpec:
         resources = parse_resources(raw.get("resources"))
     except ValueError as exc:
         raise PipelineError(str(exc)) from None
-    init_scale = float(_typed("init_scale", raw.get("init_scale", 1.0), (int, float), "a number"))
+    init_scale = float(typed("init_scale", raw.get("init_scale", 1.0), (int, float), "a number"))
+    procedure_name = typed("procedure", raw.get("procedure", default_procedure(landscape)), str, "a string")
+    if procedure_name not in PROCEDURES:
+        raise PipelineError(f"procedure: unknown procedure {procedure_name!r}; known: {sorted(PROCEDURES)}")
     spec = HuntSpec(
         name=name,
         description=str(raw.get("description", "")),
@@ -353,11 +247,11 @@ def _parse(raw: Any, source: str) -> HuntSpec:
         fixed=fixed,
         search=search,
         derived=derived,
-        init_scheme=_typed("init_scheme", raw.get("init_scheme", "xavier-normal"), str, "a string"),
+        init_scheme=typed("init_scheme", raw.get("init_scheme", "xavier-normal"), str, "a string"),
         init_scale=init_scale,
-        train=_dataclass_from("train", TrainConfig, raw.get("train")),
-        diagnostics=_dataclass_from("diagnostics", DiagnosticsConfig, raw.get("diagnostics")),
-        extra=dict(raw.get("extra") or {}),
+        procedure=procedure_name,
+        train=dataclass_from("train", PROCEDURES[procedure_name].config_cls, raw.get("train")),
+        diagnostics=dataclass_from("diagnostics", DiagnosticsConfig, raw.get("diagnostics")),
         objective=objective,
         sampler=sampler,
         sampler_options=sampler_options,
@@ -374,40 +268,6 @@ def _parse(raw: Any, source: str) -> HuntSpec:
     return spec
 
 
-def _choice(where: str, raw: Any, default: str) -> tuple[str, dict[str, Any]]:
-    """``name`` or ``{name: ..., option: value, ...}`` (name defaults to ``default``) -> (name, options)."""
-    if isinstance(raw, str):
-        return raw, {}
-    if isinstance(raw, dict):
-        name = raw.get("name", default)
-        if not isinstance(name, str):
-            raise PipelineError(f"{where}.name: expected a {where} name such as tpe, got {name!r}")
-        options = {str(k): tuple(v) if isinstance(v, list) else v for k, v in raw.items() if k != "name"}
-        return name, options
-    raise PipelineError(f"{where}: expected a name or a mapping with a name, got {raw!r}")
-
-
-def _checked_options(where: str, cls: type, options: dict[str, Any]) -> None:
-    allowed = choices.accepted_options(cls)
-    for key, value in options.items():
-        if key not in allowed:
-            raise PipelineError(
-                f"{where}.{key}: unknown option for {cls.__name__}; allowed: {sorted(allowed)}"
-            )
-        default = allowed[key].default  # options whose default is a number or a flag keep its type
-        if isinstance(default, bool):
-            _typed(f"{where}.{key}", value, bool, "true or false")
-        elif isinstance(default, int):
-            _typed(f"{where}.{key}", value, int, "an integer")
-        elif isinstance(default, float):
-            _typed(f"{where}.{key}", value, (int, float), "a number")
-    try:
-        choices.build(cls, options)
-    except (TypeError, ValueError, ImportError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PipelineError(f"{where}: {cls.__name__}({options}): {first}") from None
-
-
 def _check_search_choices(spec: HuntSpec) -> None:
     """The sampler and the pruner exist, take the options given, and fit the objectives."""
     if spec.sampler == "grid":
@@ -421,11 +281,11 @@ def _check_search_choices(spec: HuntSpec) -> None:
             raise PipelineError(
                 f"sampler: unknown sampler {spec.sampler!r}; known: {choices.known('sampler')}"
             )
-        _checked_options("sampler", cls, sampler_options(spec))
+        checked_options("sampler", cls, sampler_options(spec))
     pruner = choices.pruner_class(spec.pruner)
     if pruner is None:
         raise PipelineError(f"pruner: unknown pruner {spec.pruner!r}; known: {choices.known('pruner')}")
-    _checked_options("pruner", pruner, spec.pruner_options)
+    checked_options("pruner", pruner, spec.pruner_options)
     if pruner is not choices.PRUNERS["nop"] and len(spec.objective) > 1:
         raise PipelineError(f"pruner: Optuna prunes single-objective hunts only, got {list(spec.objective)}")
     if pruner is choices.RateBoundPruner and spec.objective[0] not in choices.RATE_OBJECTIVES:
@@ -491,7 +351,11 @@ def _check_corners(spec: HuntSpec) -> None:
             raise PipelineError(f"derived: {exc}") from None
         except (TypeError, ZeroDivisionError) as exc:
             raise PipelineError(f"derived: {exc}") from None
-        run = spec.run_spec(values)
+        try:
+            run = spec.run_spec(values)
+        except (TypeError, ValueError) as exc:
+            point = ", ".join(f"{k}={v}" for k, v in sampled.items())
+            raise PipelineError(f"train/fixed/search: {exc}" + (f" (at {point})" if point else "")) from None
         if run.init_scheme not in INIT_SCHEMES:
             raise PipelineError(f"init_scheme: expected one of {INIT_SCHEMES}, got {run.init_scheme!r}")
         if not (run.init_scale > 0 and math.isfinite(run.init_scale)):
@@ -503,52 +367,6 @@ def _check_corners(spec: HuntSpec) -> None:
             point = ", ".join(f"{k}={v}" for k, v in sampled.items())
             at = f" (at {point})" if point else ""
             raise PipelineError(f"{where}: {exc}{at}") from None
-
-
-def _override_value(text: str) -> Any:
-    """A command-line value read as YAML (``0.05``, ``[3, 4]``, ``true``), with ``1e-3`` a number too."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(value, str):
-        try:
-            return int(value)
-        except ValueError:
-            pass
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    return value
-
-
-def apply_overrides(raw: Any, overrides: list[str] | tuple[str, ...]) -> Any:
-    """The parsed pipeline with ``FIELD=VALUE`` changes applied (dotted fields reach into mappings:
-    ``train.lr=0.05``, ``search.k.high=12``, ``sampler.n_startup_trials=5``); validation comes after."""
-    if not overrides:
-        return raw
-    if not isinstance(raw, dict):
-        raise PipelineError("expected a mapping at the top level")
-    out = copy.deepcopy(raw)
-    for item in overrides:
-        field_path, sep, text = item.partition("=")
-        parts = field_path.strip().split(".")
-        if not sep or not all(parts):
-            raise PipelineError(f"override {item!r}: expected FIELD=VALUE, e.g. train.lr=0.05")
-        node = out
-        for depth, part in enumerate(parts[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif isinstance(child, str) and part in ("sampler", "pruner") and depth == 0:
-                child = node[part] = {"name": child}  # sampler: tpe -> {name: tpe, option: value}
-            if not isinstance(child, dict):
-                where = ".".join(parts[: depth + 1])
-                raise PipelineError(f"override {item!r}: {where} is {child!r}, not a mapping")
-            node = child
-        node[parts[-1]] = _override_value(text)
-    return out
 
 
 def load_pipeline(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> HuntSpec:

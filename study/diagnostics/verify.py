@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from study.diagnostics.critical import DiagnosticsConfig, classify, escape_test
-from study.diagnostics.families import family_key
 from study.landscapes.base import Landscape
+from study.landscapes.teacher_student_families import family_key
 from study.training.gd import TrainConfig, train
 
 VERDICTS = ("contradiction_candidate", "confirmed", "rejected")  # the order summaries list them in

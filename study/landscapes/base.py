@@ -32,6 +32,7 @@ class Landscape(ABC):
     """
 
     name: ClassVar[str]
+    default_procedure: ClassVar[str] = "descent"  # the registered procedure that trains it by default
     n_params: int  # P, the number of parameters of one replica
     cfg: Any  # the landscape's frozen configuration dataclass
     device: torch.device

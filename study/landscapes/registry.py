@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ class LandscapeEntry:
     """A landscape's configuration dataclass and its constructor."""
 
     config_cls: type
-    build: Callable[..., Landscape]
+    build: type[Landscape]
 
 
 LANDSCAPES: dict[str, LandscapeEntry] = {
@@ -54,6 +53,13 @@ def landscape_config(name: str, params: dict[str, Any]) -> Any:
         return cls(**params)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name}: {exc}") from None
+
+
+def default_procedure(name: str) -> str:
+    """The procedure that trains the named landscape unless a pipeline names another."""
+    if name not in LANDSCAPES:
+        raise ValueError(f"landscape: unknown landscape {name!r}; known: {sorted(LANDSCAPES)}")
+    return LANDSCAPES[name].build.default_procedure
 
 
 def make_landscape(

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from study.diagnostics.critical import CLASSES
-from study.diagnostics.families import FAMILY_COLUMNS
+from study.landscapes.teacher_student_families import FAMILY_COLUMNS
 from study.record.files import read_csv
 from study.reports import plots
 from study.reports.hunt import HuntFolder, load_hunt
@@ -184,7 +184,8 @@ def _families_section(
     lines.append(
         "End points are grouped modulo permutations of student neurons and, for the identity teacher, of "
         "input coordinates with teachers: one family when the loss, the sorted Hessian spectrum and the "
-        "sorted rows and columns of W agree within tolerances (`study.diagnostics.families`). `n_large`: "
+        "sorted rows and columns of W agree within tolerances "
+        "(`study.landscapes.teacher_student_families`). `n_large`: "
         "eigenvalues above 1 (the ones growing like k); `isotropy_rows`: most rows equal up to a "
         "permutation of coordinates; `row_cells`: sizes of the classes of rows that colour refinement "
         "cannot tell apart; `representative`: its row in runs.csv (0-based)."

@@ -152,7 +152,7 @@ def teacher_student_sizes(hunt: HuntFolder, values: dict[str, Any], fixed: dict[
 def families_table(hunt: HuntFolder, fixed: dict[str, Any] | None = None) -> tuple[pd.DataFrame, list[str]]:
     """Families of certified spurious minima per teacher-student configuration, and notes on what was
     skipped. ``representative`` indexes ``hunt.runs`` (and so runs.csv)."""
-    from study.diagnostics.families import FAMILY_COLUMNS, spurious_families
+    from study.landscapes.teacher_student_families import FAMILY_COLUMNS, spurious_families
 
     fixed = fixed or {}
     notes: list[str] = []

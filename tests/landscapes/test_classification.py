@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +17,33 @@ from study.landscapes.classification import (
     baseline_gap,
 )
 from study.landscapes.datasets import DataRequest, load_cifar10_data, load_digits_data
-from study.runs import RunBatch, RunSpec
+from study.procedures.sgd_phases import augment
+from study.procedures.two_phase_sgd import SGDConfig
+from study.runs import RunBatch, RunSpec, run_replicas
 
 SEEDS = [0, 1, 2, 3]
 # A tiny digits problem: 120 training images, an MLP with 32 hidden units.
 TINY = dict(model="mlp", hidden=32, max_train=120, max_test=200, phase1_epochs=3, phase2_epochs=3)
+SGD_FIELDS = {f.name for f in fields(SGDConfig)}
+
+
+def spec(**overrides: object) -> RunSpec:
+    """A classification run: landscape fields to the landscape, SGD fields to the procedure."""
+    values = {**TINY, **overrides}
+    params = {k: v for k, v in values.items() if k not in SGD_FIELDS}
+    sgd = SGDConfig(**{k: v for k, v in values.items() if k in SGD_FIELDS})  # type: ignore[arg-type]
+    return RunSpec("classification", params, train=sgd)
 
 
 def make(**overrides: object) -> Classification:
-    params = {**TINY, **overrides}
+    params = {k: v for k, v in {**TINY, **overrides}.items() if k not in SGD_FIELDS}
     return Classification(ClassificationConfig(**params), dtype=torch.float64)  # type: ignore[arg-type]
 
 
-def run(landscape: Classification, seeds: list[int]) -> RunBatch:
-    """The landscape's own two-phase procedure (the spec only supplies the init scheme here)."""
-    return landscape.run_replicas(RunSpec("classification", {}), seeds)
+def run(run_spec: RunSpec, seeds: list[int]) -> RunBatch:
+    """The two-phase SGD procedure, as a hunt's worker runs it."""
+    assert run_spec.procedure == "two_phase_sgd"
+    return run_replicas(run_spec, seeds)
 
 
 def test_config_validation_names_the_field() -> None:
@@ -105,11 +118,10 @@ def test_hessian_matches_finite_differences_of_the_gradient() -> None:
 
 
 def test_shift_augmentation_moves_pixels_and_fills_zeros() -> None:
-    land = make()
     x = torch.arange(16.0).reshape(1, 1, 1, 4, 4)  # (R, b, C, H, W)
-    same = land._augment(x, torch.zeros(1, 1, 2, dtype=torch.long), None)
+    same = augment(x, torch.zeros(1, 1, 2, dtype=torch.long), None, shift_pixels=1)
     assert torch.equal(same, x)
-    up = land._augment(x, torch.tensor([[[1, 0]]]), None)[0, 0, 0]
+    up = augment(x, torch.tensor([[[1, 0]]]), None, shift_pixels=1)[0, 0, 0]
     assert torch.equal(up[:3], x[0, 0, 0, 1:]) and torch.equal(up[3], torch.zeros(4))
 
 
@@ -121,14 +133,14 @@ def test_cnn_forward_backward_shapes() -> None:
     assert land.loss(theta).shape == (3,)
     grad = land.grad(theta)
     assert grad.shape == theta.shape and bool(torch.isfinite(grad).all())
-    batch = run(make(model="cnn", hidden=(4,), phase2_epochs=1), SEEDS[:2])
+    batch = run(spec(model="cnn", hidden=(4,), phase2_epochs=1), SEEDS[:2])
     assert batch.theta.shape == (2, batch.theta0.shape[1]) and batch.curve.shape == (2, 1)
 
 
 @pytest.mark.parametrize(("model", "regularization"), [("mlp", False), ("mlp", True), ("cnn", True)])
 def test_batched_training_equals_one_seed_at_a_time(model: str, regularization: bool) -> None:
     # 60 images (x2 copies in phase 1), batches of 16: partial last batches, several steps per epoch
-    land = make(
+    land = spec(
         model=model,
         hidden=32 if model == "mlp" else (4,),
         init="adversarial",
@@ -149,7 +161,7 @@ def test_batched_training_equals_one_seed_at_a_time(model: str, regularization: 
 
 def test_random_label_phase_fits_the_replicated_set() -> None:
     # 40 images x 2 copies = 80 random labels for an MLP with 32 hidden units (2410 parameters).
-    land = make(
+    land = spec(
         init="adversarial", max_train=40, adv_copies=2, batch_size=16, phase1_epochs=80, phase2_epochs=100
     )
     batch = run(land, SEEDS)
@@ -162,7 +174,7 @@ def test_random_label_phase_fits_the_replicated_set() -> None:
 
 
 def test_clean_phase_reaches_zero_training_error_and_rows_are_complete() -> None:
-    land = make(batch_size=32, phase2_epochs=100)
+    land = spec(batch_size=32, phase2_epochs=100)
     batch = run(land, SEEDS)
     frame = batch.frame
     assert (frame["critical_point"] == "global_minimum").all(), frame["train_acc"].tolist()
@@ -190,7 +202,7 @@ def test_clean_phase_reaches_zero_training_error_and_rows_are_complete() -> None
 
 
 def test_divergence_is_a_class_not_a_crash() -> None:
-    batch = run(make(lr=1e300, phase2_epochs=2), SEEDS[:2])
+    batch = run(spec(lr=1e300, phase2_epochs=2), SEEDS[:2])
     assert (batch.frame["critical_point"] == "diverged").all()
 
 
@@ -232,8 +244,8 @@ def test_adversarial_init_generalizes_worse_without_regularization() -> None:
         phase2_epochs=100,
         train_dtype="float32",
     )
-    clean = run(make(**fixed, init="random"), SEEDS).frame
-    adversarial = run(make(**fixed, init="adversarial"), SEEDS).frame
+    clean = run(spec(**fixed, init="random"), SEEDS).frame
+    adversarial = run(spec(**fixed, init="adversarial"), SEEDS).frame
     assert (adversarial["phase1_train_acc"] > 0.5).all()
     gap = baseline_gap(adversarial, clean)
     assert gap["runs_adversarial"][0] == 4 and gap["runs_clean"][0] == 4

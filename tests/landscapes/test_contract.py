@@ -1,7 +1,8 @@
 """The contract every registered landscape satisfies, run over tiny configurations of each.
 
 Adding a landscape = adding one entry to ``CONTRACT_CONFIGS`` (a test fails until every registered
-landscape has one). Landscapes with their own procedure (``run_replicas``) skip the derivative checks.
+landscape has one). Every landscape passes every check, classification included: training procedures
+live apart (``study.procedures``), so a landscape is values and derivatives only.
 """
 
 from __future__ import annotations
@@ -51,11 +52,6 @@ def smooth_point(landscape: Landscape) -> torch.Tensor:
     return theta
 
 
-def skip_custom(landscape: Landscape) -> None:
-    if hasattr(landscape, "run_replicas"):
-        pytest.skip("landscape defines its own procedure (run_replicas)")
-
-
 def test_every_registered_landscape_has_a_contract_config() -> None:
     assert set(LANDSCAPES) <= {name for name, _ in CONTRACT_CONFIGS.values()}
 
@@ -70,7 +66,6 @@ def test_values_are_finite_and_shaped(landscape: Landscape) -> None:
 
 
 def test_gradient_matches_central_differences(landscape: Landscape) -> None:
-    skip_custom(landscape)
     theta = smooth_point(landscape)
     grad = landscape.grad(theta)  # (R, P)
     eye = torch.eye(landscape.n_params, dtype=theta.dtype)
@@ -83,7 +78,6 @@ def test_gradient_matches_central_differences(landscape: Landscape) -> None:
 
 
 def test_hessian_matches_differences_of_the_gradient(landscape: Landscape) -> None:
-    skip_custom(landscape)
     theta = smooth_point(landscape)
     H = landscape.hessian(theta)  # (R, P, P)
     eye = torch.eye(landscape.n_params, dtype=theta.dtype)
@@ -97,7 +91,6 @@ def test_hessian_matches_differences_of_the_gradient(landscape: Landscape) -> No
 
 
 def test_hvp_is_hessian_times_vector(landscape: Landscape) -> None:
-    skip_custom(landscape)
     theta = smooth_point(landscape)
     v = torch.randn(theta.shape, generator=torch.Generator().manual_seed(0), dtype=theta.dtype)
     expected = (landscape.hessian(theta) @ v.unsqueeze(-1)).squeeze(-1)

@@ -5,14 +5,14 @@ import pandas as pd
 import pytest
 import torch
 
-from study.diagnostics.families import (
+from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
+from study.landscapes.teacher_student_families import (
     canonical_form,
     family_key,
     isotropy_rows,
     spurious_families,
     symmetry_invariants,
 )
-from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
 
 
 def diagonal_isotropy_point(k: int) -> np.ndarray:
