@@ -3,8 +3,8 @@ per training run nested under its trial.
 
 Every training run carries a stable key ``hunt/seed_base/seed`` as a tag; a trial's runs are logged
 only if their keys are not there yet, so a retried task or a resumed hunt never logs a run twice.
-With a database store (SQLite, PostgreSQL) a trial's runs are written in one transaction through
-MLflow's own store models; with a tracking server, through the client's batch API, run by run.
+Training runs are written by one of the writers of :mod:`study.tracking.writers` (one transaction on a
+database store, or the public client run by run), held to one contract.
 """
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ import contextlib
 import math
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from study.diagnostics.verify import VERDICT_TAG
 from study.record import RunBatch
 from study.record.schema import HYPOTHESIS_PREFIX, META_COLUMNS, PARAM_PREFIX, TRIAL_COLUMNS
 from study.tracking import naming
+from study.tracking.writers import RunToLog, make_writer
 from study.training.gd import loss_history
 
 TAG_HUNT = "minima_hunt.hunt"
@@ -57,7 +57,15 @@ def _metric_value(value: Any) -> float | None:
 class HuntTracker:
     """Writes a hunt to MLflow; only the driver uses it."""
 
-    def __init__(self, tracking_uri: str, experiment: str, hunt: str, *, artifact_root: Path | None = None):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment: str,
+        hunt: str,
+        *,
+        artifact_root: Path | None = None,
+        writer: str = "auto",
+    ):
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = tracking_uri
         self.hunt = hunt
@@ -67,8 +75,7 @@ class HuntTracker:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         else:
             self.experiment_id = found.experiment_id
-        store = self.client._tracking_client.store
-        self._sql_store = store if type(store).__name__ == "SqlAlchemyStore" else None
+        self.writer = make_writer(self.client, self.experiment_id, tracking_uri, writer)
         self.hunt_run_id = ""
         self.seconds = 0.0  # wall time spent writing training runs (log_runs), for the benchmark
         self.runs_logged = 0
@@ -218,23 +225,13 @@ class HuntTracker:
                 records.append((key, tags, params, metrics, curve, row_index, data))
             if not records:
                 return 0
-            if self._sql_store is not None:
-                self._bulk_sql(records, now)
-            else:
-                for _key, tags, params, metrics, curve, _i, _d in records:
-                    run = self.client.create_run(
-                        self.experiment_id,
-                        run_name=tags["mlflow.runName"],
-                        tags={k: v for k, v in tags.items() if k != "mlflow.runName"},
-                    )
-                    mlist = [Metric(k, v, now, 0) for k, v in metrics.items() if v is not None]
-                    mlist += [Metric("loss_curve", v, now, s) for s, v in curve]
-                    self.client.log_batch(
-                        run.info.run_id,
-                        metrics=mlist,
-                        params=[Param(k, str(v)[:6000]) for k, v in params.items()],
-                    )
-                    self.client.set_terminated(run.info.run_id)
+            self.writer.write(
+                [
+                    RunToLog(tags, params, metrics, curve)
+                    for _k, tags, params, metrics, curve, _i, _d in records
+                ],
+                now=now,
+            )
             self._log_counterexample_artifacts(records, batch, seed_base, values, trial_number)
             self.runs_logged += len(records)
             return len(records)
@@ -257,97 +254,6 @@ class HuntTracker:
         return {
             r.data.tags[TAG_RUN_KEY]: r.info.run_id for r in found if r.data.tags.get(TAG_RUN_KEY) in wanted
         }
-
-    def _bulk_sql(self, records: list[Any], now: int) -> None:
-        """Insert runs, tags, params, metrics and latest metrics in one transaction: SQLAlchemy Core
-        inserts into the tables of MLflow's own store models (what ``log_batch`` writes, in bulk)."""
-        from mlflow.store.tracking.dbmodels.models import (
-            SqlLatestMetric,
-            SqlMetric,
-            SqlParam,
-            SqlRun,
-            SqlTag,
-        )
-
-        store = self._sql_store
-        assert store is not None
-        location = self.client.get_experiment(self.experiment_id).artifact_location
-        runs: list[dict[str, Any]] = []
-        tags_rows: list[dict[str, Any]] = []
-        params_rows: list[dict[str, Any]] = []
-        metric_rows: list[dict[str, Any]] = []
-        latest_rows: list[dict[str, Any]] = []
-        for _key, tags, params, metrics, curve, _i, _d in records:
-            run_id = uuid.uuid4().hex
-            runs.append(
-                {
-                    "run_uuid": run_id,
-                    "name": tags["mlflow.runName"],
-                    "source_type": "UNKNOWN",
-                    "source_name": "",
-                    "entry_point_name": "",
-                    "user_id": "minima-hunt",
-                    "status": RunStatus.to_string(RunStatus.FINISHED),
-                    "start_time": now,
-                    "end_time": now,
-                    "deleted_time": None,
-                    "source_version": "",
-                    "lifecycle_stage": "active",
-                    "artifact_uri": f"{location}/{run_id}/artifacts",
-                    "experiment_id": int(self.experiment_id),
-                }
-            )
-            tags_rows.extend({"key": k, "value": v, "run_uuid": run_id} for k, v in tags.items())
-            params_rows.extend(
-                {"key": k, "value": str(v)[:6000], "run_uuid": run_id} for k, v in params.items()
-            )
-            for k, v in metrics.items():
-                if v is None:
-                    continue
-                is_nan = math.isnan(v)
-                row = {
-                    "key": k,
-                    "value": 0.0 if is_nan else v,
-                    "timestamp": now,
-                    "step": 0,
-                    "is_nan": is_nan,
-                    "run_uuid": run_id,
-                }
-                metric_rows.append(row)
-                latest_rows.append(row)
-            metric_rows.extend(
-                {
-                    "key": "loss_curve",
-                    "value": v,
-                    "timestamp": now,
-                    "step": step,
-                    "is_nan": False,
-                    "run_uuid": run_id,
-                }
-                for step, v in curve
-            )
-            if curve:
-                step, v = curve[-1]
-                latest_rows.append(
-                    {
-                        "key": "loss_curve",
-                        "value": v,
-                        "timestamp": now,
-                        "step": step,
-                        "is_nan": False,
-                        "run_uuid": run_id,
-                    }
-                )
-        with store.ManagedSessionMaker(read_only=False) as session:
-            for model, rows in (
-                (SqlRun, runs),
-                (SqlTag, tags_rows),
-                (SqlParam, params_rows),
-                (SqlMetric, metric_rows),
-                (SqlLatestMetric, latest_rows),
-            ):
-                if rows:
-                    session.execute(model.__table__.insert(), rows)
 
     def _log_counterexample_artifacts(
         self, records: list[Any], batch: RunBatch, seed_base: int, values: dict[str, Any], trial_number: int

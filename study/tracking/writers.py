@@ -1,0 +1,131 @@
+"""Two ways to write a trial's training runs to MLflow, held to one contract (tests/tracking/test_writers):
+for the same runs, ``MlflowClient.search_runs`` returns identical params, metrics (inf and NaN included),
+tags, statuses and loss-curve histories.
+
+* :class:`ApiWriter`: MLflow's public client, run by run (``create_run``, ``log_batch``, ``set_terminated``);
+  works with every store, tracking servers included.
+* :class:`SqlWriter`: a database store (SQLite, PostgreSQL) written in one transaction by SQLAlchemy Core
+  inserts into MLflow's own store models, with MLflow's own metric sanitizing (inf -> +-1.8e308, NaN ->
+  is_nan); measured faster by ``study bench tracking`` (docs/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.tracking import MlflowClient
+
+MAX_PARAM = 6000
+SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
+
+
+@dataclass(frozen=True)
+class RunToLog:
+    """One training run as MLflow stores it: tags (``mlflow.runName`` names it), params, scalar metrics
+    at step 0 (None: not logged) and the stepped loss curve ``[(step, value), ...]``."""
+
+    tags: dict[str, str]
+    params: dict[str, Any]
+    metrics: dict[str, float | None]
+    curve: list[tuple[int, float]]
+
+
+class RunWriter(Protocol):
+    def write(self, runs: list[RunToLog], *, now: int) -> None: ...
+
+
+class ApiWriter:
+    """MLflow's public client, run by run."""
+
+    def __init__(self, client: MlflowClient, experiment_id: str) -> None:
+        self.client, self.experiment_id = client, experiment_id
+
+    def write(self, runs: list[RunToLog], *, now: int) -> None:
+        for r in runs:
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=r.tags["mlflow.runName"],
+                tags={k: v for k, v in r.tags.items() if k != "mlflow.runName"},
+            )
+            metrics = [Metric(k, v, now, 0) for k, v in r.metrics.items() if v is not None]
+            metrics += [Metric("loss_curve", v, now, s) for s, v in r.curve]
+            params = [Param(k, str(v)[:MAX_PARAM]) for k, v in r.params.items()]
+            for start in range(0, len(params), 100):  # log_batch takes at most 100 params ...
+                self.client.log_batch(run.info.run_id, params=params[start : start + 100])
+            for start in range(0, len(metrics), 1000):  # ... and 1000 metrics per call
+                self.client.log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
+            self.client.set_terminated(run.info.run_id)
+
+
+class SqlWriter:
+    """All runs of a trial in one transaction on a database store."""
+
+    def __init__(self, client: MlflowClient, experiment_id: str, tracking_uri: str) -> None:
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+        self.client, self.experiment_id = client, experiment_id
+        location = client.get_experiment(experiment_id).artifact_location
+        self.location = location
+        self.store = SqlAlchemyStore(tracking_uri, location)
+
+    def write(self, runs: list[RunToLog], *, now: int) -> None:
+        from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
+
+        rows: dict[Any, list[dict[str, Any]]] = {m: [] for m in (SqlRun, SqlTag, SqlParam, SqlMetric)}
+        latest: list[dict[str, Any]] = []
+        for r in runs:
+            run_id = uuid.uuid4().hex
+            rows[SqlRun].append(
+                {
+                    "run_uuid": run_id,
+                    "name": r.tags["mlflow.runName"],
+                    "source_type": "UNKNOWN",
+                    "source_name": "",
+                    "entry_point_name": "",
+                    "user_id": "minima-hunt",
+                    "status": RunStatus.to_string(RunStatus.FINISHED),
+                    "start_time": now,
+                    "end_time": now,
+                    "deleted_time": None,
+                    "source_version": "",
+                    "lifecycle_stage": "active",
+                    "artifact_uri": f"{self.location}/{run_id}/artifacts",
+                    "experiment_id": int(self.experiment_id),
+                }
+            )
+            rows[SqlTag].extend({"key": k, "value": v, "run_uuid": run_id} for k, v in r.tags.items())
+            rows[SqlParam].extend(
+                {"key": k, "value": str(v)[:MAX_PARAM], "run_uuid": run_id} for k, v in r.params.items()
+            )
+            points = [(k, 0, v) for k, v in r.metrics.items() if v is not None]
+            points += [("loss_curve", step, v) for step, v in r.curve]
+            last: dict[str, dict[str, Any]] = {}
+            for key, step, value in points:
+                is_nan, stored = self.store.sanitize_metric_value(float(value))  # as log_batch does
+                row = {
+                    "key": key,
+                    "value": stored,
+                    "timestamp": now,
+                    "step": step,
+                    "is_nan": is_nan,
+                    "run_uuid": run_id,
+                }
+                rows[SqlMetric].append(row)
+                if key not in last or step >= last[key]["step"]:
+                    last[key] = row
+            latest.extend(last.values())
+        with self.store.ManagedSessionMaker() as session:
+            for model, table_rows in (*rows.items(), (SqlLatestMetric, latest)):
+                if table_rows:
+                    session.execute(model.__table__.insert(), table_rows)
+
+
+def make_writer(client: MlflowClient, experiment_id: str, tracking_uri: str, kind: str = "auto") -> RunWriter:
+    """``sql`` (database stores only), ``api``, or ``auto``: sql for a database URI, else api."""
+    scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0]
+    if kind == "sql" or (kind == "auto" and scheme in SQL_SCHEMES):
+        return SqlWriter(client, experiment_id, tracking_uri)
+    return ApiWriter(client, experiment_id)
