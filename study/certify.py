@@ -24,6 +24,8 @@ def certify_weights(
     dim = k if d is None else d
     if dim < k:
         raise ValueError(f"--d must be >= k for the identity teacher, got d={dim} < k={k}")
+    if np.iscomplexobj(W):
+        raise ValueError(f"weights must be real, got complex dtype {W.dtype}")
     if not np.issubdtype(W.dtype, np.number):
         raise ValueError(f"weights must be numeric, got dtype {W.dtype}")
     if W.ndim != 2:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -42,12 +43,17 @@ def cmd_certify(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     if args.json:
-        print(json.dumps(row, default=_json_default))
+        print(json.dumps(_finite_or_null(row), default=_json_default, allow_nan=False))
     else:
         width = max(len(key) for key in row)
         for key, value in row.items():
             print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _finite_or_null(row: dict[str, object]) -> dict[str, object]:
+    """NaN and infinities as JSON null (bare NaN is not JSON)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}
 
 
 def _json_default(value: object) -> object:

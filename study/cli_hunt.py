@@ -22,6 +22,7 @@ def cmd_hunt(args: argparse.Namespace) -> int:
 
     from study.progress import library_logs
     from study.search.driver import HuntOptions, run_hunt
+    from study.search.identity import HuntInputError
     from study.search.samplers import dashboard_command
     from study.spec import PipelineError, load_pipeline, spec_warnings
     from study.tracking.mlflow_sink import default_tracking_uri
@@ -58,6 +59,8 @@ def cmd_hunt(args: argparse.Namespace) -> int:
     )
     try:
         table = run_hunt(spec, options)
+    except HuntInputError as exc:
+        raise _usage_error(str(exc)) from None
     except ConnectionError as exc:  # Ray address not reachable
         raise _usage_error(f"cannot reach the Ray cluster at {args.address!r}: {exc}") from None
     except Exception as exc:  # a storage or tracking URI that does not open

@@ -43,11 +43,20 @@ from study.search.hunt_study import (
     trial_seeds,
     trials_table,
 )
+from study.search.identity import (
+    check_folder,
+    check_locations,
+    check_same_pipeline,
+    hunt_lock,
+    write_identity,
+)
 from study.search.objectives import objective_value, summary_metrics
 from study.search.samplers import grid_size, make_storage
 from study.spec import HuntSpec, sampler_options
 from study.tracking.mlflow_sink import HuntTracker, NullTracker, default_tracking_uri
 from study.tracking.reach import check_reachable, is_server
+
+IDENTITY_ATTR = "pipeline_identity"  # study user attr: the resolved pipeline's hash and fields
 
 __all__ = ["HuntOptions", "run_hunt", "trial_seeds", "trials_table"]
 
@@ -118,9 +127,24 @@ def run_hunt(
     out = options.out
     check_reachable(options.storage, "storage")  # a server that is not there: one line, nothing written
     check_reachable(options.tracking_uri, "tracking URI")
+    check_locations(out, options.storage, options.tracking_uri)  # nothing is written before these
+    check_folder(spec, out)
+    out.mkdir(parents=True, exist_ok=True)
+    with hunt_lock(out):
+        return _run(spec, options, on_trial)
+
+
+def _run(
+    spec: HuntSpec, options: HuntOptions, on_trial: Callable[[dict[str, Any]], None] | None
+) -> pd.DataFrame:
+    out = options.out
     storage = make_storage(options.storage, out)  # fails before anything is written for a bad URL
-    (out / "trials").mkdir(parents=True, exist_ok=True)
     study = open_study(spec, storage)
+    stored = study.user_attrs.get(IDENTITY_ATTR)
+    check_same_pipeline(spec, json.loads(stored) if stored else None, f"study {spec.name!r}")
+    identity = write_identity(spec, out)
+    study.set_user_attr(IDENTITY_ATTR, json.dumps(identity))
+    (out / "trials").mkdir(parents=True, exist_ok=True)
     study.set_user_attr("pipeline", spec.source)
     study.set_user_attr("objectives", list(spec.objective))
     study.set_user_attr("overrides", list(spec.overrides))
@@ -143,7 +167,7 @@ def run_hunt(
         if options.tracking
         else NullTracker()
     )
-    tracker.start_hunt(hunt_params(spec, target))
+    tracker.start_hunt({**hunt_params(spec, target), "pipeline_hash": identity["hash"]})
     pool: ChunkPool[tuple[AskedTrial, float]] = ChunkPool.start(
         address=options.address,
         num_cpus=options.num_cpus,
