@@ -129,16 +129,20 @@ def run_hunt(
     check_reachable(options.tracking_uri, "tracking URI")
     check_locations(out, options.storage, options.tracking_uri)  # nothing is written before these
     check_folder(spec, out)
+    # a storage URL given is opened first: one that does not open leaves no folder behind
+    storage = make_storage(options.storage, out) if options.storage else None
     out.mkdir(parents=True, exist_ok=True)
     with hunt_lock(out):
-        return _run(spec, options, on_trial)
+        return _run(spec, options, storage or make_storage(None, out), on_trial)
 
 
 def _run(
-    spec: HuntSpec, options: HuntOptions, on_trial: Callable[[dict[str, Any]], None] | None
+    spec: HuntSpec,
+    options: HuntOptions,
+    storage: optuna.storages.BaseStorage,
+    on_trial: Callable[[dict[str, Any]], None] | None,
 ) -> pd.DataFrame:
     out = options.out
-    storage = make_storage(options.storage, out)  # fails before anything is written for a bad URL
     study = open_study(spec, storage)
     stored = study.user_attrs.get(IDENTITY_ATTR)
     check_same_pipeline(spec, json.loads(stored) if stored else None, f"study {spec.name!r}")
