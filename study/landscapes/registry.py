@@ -17,15 +17,33 @@ from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfi
 
 @dataclass(frozen=True)
 class LandscapeEntry:
-    """A landscape's configuration dataclass and its constructor."""
+    """A landscape's configuration dataclass and its constructor, and the parts that live with it.
+
+    ``report``: dotted path of the module whose ``REPORT`` adds the landscape's sections to the study
+    report (:mod:`study.reports.extension`; imported only when such a report is built), "" for none.
+    ``objectives``: the landscape-owned objectives it supports (they read columns or values only this
+    landscape has); an objective no entry lists reads the core run record and fits every landscape.
+    """
 
     config_cls: type
     build: type[Landscape]
+    report: str = ""
+    objectives: frozenset[str] = frozenset()
 
 
 LANDSCAPES: dict[str, LandscapeEntry] = {
-    "teacher_student": LandscapeEntry(TeacherStudentConfig, TeacherStudent),
-    "classification": LandscapeEntry(ClassificationConfig, Classification),
+    "teacher_student": LandscapeEntry(
+        TeacherStudentConfig,
+        TeacherStudent,
+        report="study.landscapes.teacher_student_report",
+        objectives=frozenset({"overparameterization"}),
+    ),
+    "classification": LandscapeEntry(
+        ClassificationConfig,
+        Classification,
+        report="study.landscapes.classification_report",
+        objectives=frozenset({"test_error"}),
+    ),
     "deep_linear": LandscapeEntry(DeepLinearConfig, DeepLinear),
     "piecewise_linear": LandscapeEntry(PiecewiseLinearConfig, PiecewiseLinear),
 }
@@ -60,6 +78,12 @@ def default_procedure(name: str) -> str:
     if name not in LANDSCAPES:
         raise ValueError(f"landscape: unknown landscape {name!r}; known: {sorted(LANDSCAPES)}")
     return LANDSCAPES[name].build.default_procedure
+
+
+def supports_objective(name: str, objective: str) -> bool:
+    """Whether the named landscape supports ``objective``: one it lists, or one no landscape owns."""
+    owned = {o for entry in LANDSCAPES.values() for o in entry.objectives}
+    return objective in LANDSCAPES[name].objectives or objective not in owned
 
 
 def make_landscape(
