@@ -20,7 +20,7 @@ from study.dispatch.resources import Resources, parse_resources
 from study.errors import PipelineError
 from study.expressions import evaluate
 from study.landscapes.base import INIT_SCHEMES
-from study.landscapes.registry import LANDSCAPES, default_procedure, landscape_config
+from study.landscapes.registry import LANDSCAPES, default_procedure, landscape_config, supports_objective
 from study.procedures.registry import PROCEDURES, procedure
 from study.runs import DTYPES, RunSpec
 from study.search import choices
@@ -211,6 +211,11 @@ def _parse(raw: Any, source: str) -> HuntSpec:
     for o in objective:
         if o not in OBJECTIVES:
             raise PipelineError(f"objective: unknown objective {o!r}; known: {sorted(OBJECTIVES)}")
+        if not supports_objective(landscape, o):
+            fits = sorted(x for x in OBJECTIVES if supports_objective(landscape, x))
+            raise PipelineError(
+                f"objective: {o!r} does not apply to landscape {landscape!r}; it supports {fits}"
+            )
     default_sampler = "tpe" if len(objective) == 1 else "nsga2"
     sampler, sampler_options = choice("sampler", raw.get("sampler", default_sampler), default_sampler)
     pruner, pruner_options = choice("pruner", raw.get("pruner", "none"), "none")

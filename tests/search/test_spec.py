@@ -51,6 +51,11 @@ def test_good_pipeline_resolves_derived_values():
         (with_(search={"k": {"type": "int", "low": 5, "high": 4}}), "search.k: low (5) must be <= high (4)"),
         (with_(search={"k": {"type": "bogus"}}), "search.k.type"),
         (with_(objective="fun"), "objective: unknown objective 'fun'"),
+        (
+            with_(objective="test_error"),
+            "objective: 'test_error' does not apply to landscape 'teacher_student'",
+        ),
+        (with_(objective=["spurious_rate", "test_error"]), "objective: 'test_error' does not apply"),
         (with_(sampler="annealing"), "sampler: unknown sampler"),
         (with_(train={"lr": -1.0}), "train: lr must be a positive number"),
         (with_(train={"learning_rate": 0.1}), "train: unknown field(s) ['learning_rate']"),
@@ -68,16 +73,17 @@ def test_invalid_pipelines_name_the_field(raw, message):
     assert message in str(info.value)
 
 
+def hunt_cli(*args: object) -> subprocess.CompletedProcess[str]:
+    """``study hunt ARGS`` in a fresh interpreter (what a user types)."""
+    command = [sys.executable, "-m", "study.cli", "hunt", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
 def test_cli_rejects_invalid_pipeline_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(with_(runs_per_trial=-3)))
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [sys.executable, "-m", "study.cli", "hunt", str(bad), "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = hunt_cli(bad, "--out", out)
     assert proc.returncode == 2
     assert "runs_per_trial: must be >= 1" in proc.stderr and str(bad) in proc.stderr
     assert not out.exists()
@@ -87,6 +93,25 @@ def test_cli_rejects_invalid_pipeline_and_writes_nothing(tmp_path):
         [sys.executable, "-m", "study.cli", "hunt", str(broken)], capture_output=True, text=True, timeout=120
     )
     assert proc.returncode == 2 and "not valid YAML" in proc.stderr
+
+
+def test_objective_the_landscape_does_not_support_is_refused_at_parse_time(tmp_path):
+    classification = {"name": "c", "landscape": "classification", "fixed": {"hidden": 8}}
+    assert parse_pipeline({**classification, "objective": "test_error"}).objective == ("test_error",)
+    with pytest.raises(PipelineError, match="'overparameterization' does not apply to landscape"):
+        parse_pipeline({**classification, "objective": "overparameterization"})
+    assert parse_pipeline(with_(objective="overparameterization")).objective == ("overparameterization",)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(with_(objective="test_error")))
+    out = tmp_path / "out"
+    proc = hunt_cli(bad, "--out", out)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"study: error: {bad}: objective: 'test_error' does not apply to landscape 'teacher_student'; "
+        "it supports "
+        "['classified_spurious_rate', 'max_gap', 'non_global_rate', 'overparameterization', 'spurious_rate']"
+    ]
+    assert not out.exists()
 
 
 def test_cli_unreachable_storage_exits_2_and_writes_nothing(tmp_path):
