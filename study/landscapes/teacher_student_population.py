@@ -102,9 +102,8 @@ def population_grad_identity(W: Tensor, k: int) -> Tensor:
     cos = torch.bmm(unit, unit.transpose(1, 2)).clamp_(-1.0, 1.0)  # (R, n, n)
     angle = torch.arccos(cos)
     sin = cos.mul_(cos).neg_().add_(1.0).clamp_(min=0.0).sqrt_()
-    diag = torch.arange(n, device=W.device)
-    angle[:, diag, diag] = 0.0  # the self term, exactly w_i / 2
-    sin[:, diag, diag] = 0.0
+    angle.diagonal(dim1=1, dim2=2).zero_()  # the self term, exactly w_i / 2
+    sin.diagonal(dim1=1, dim2=2).zero_()
     cos_t = unit[..., :k].clamp(-1.0, 1.0)  # (R, n, k): cosines with the teachers e_j
     angle_t = torch.arccos(cos_t)
     sin_t = cos_t.mul_(cos_t).neg_().add_(1.0).clamp_(min=0.0).sqrt_()

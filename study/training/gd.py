@@ -111,15 +111,27 @@ def train(
     *,
     progress: Callable[[int, int], None] | None = None,
     budget: Tensor | None = None,
+    batch: int | None = None,
 ) -> TrainResult:
     """Run batched gradient descent from ``theta0: (R, P)`` until every replica stops.
 
     ``progress(n_done, R)`` is called whenever replicas stop. ``budget: (R,)`` optionally caps each
     replica's steps below ``max_steps`` (so a replica's end point never depends on its chunk-mates).
+    ``batch`` caps the working batch: at most that many replicas advance together, and a replica
+    that stops is replaced by the next waiting one (a refill), so the batch stays full until the
+    queue runs dry. Each replica's trajectory depends only on its own initialization: the end
+    points do not depend on ``batch``.
+
+    The loop is lean: an iteration costs the gradient, the stationarity measure, one combined test
+    (some replica at its stopping or switch threshold, or its gradient norm above the restart
+    threshold) and the update. Everything else (restarts, budgets, loss-curve samples, departures,
+    refills) is handled only on the iterations where it can happen, which are known in advance
+    (budgets, curve samples) or flagged by that test.
     """
     start = time.perf_counter()
     R = theta0.shape[0]
     device = theta0.device
+    batch = R if batch is None else max(1, batch)
     theta = theta0.clone()  # (R, P): each replica's current point
     lr = torch.full((R,), config.lr, dtype=theta0.dtype, device=device)
     steps = torch.zeros(R, dtype=torch.long, device=device)  # gradient steps in the current attempt
@@ -145,63 +157,96 @@ def train(
     pending = torch.arange(R, device=device)
     while pending.numel() > 0:
         # gradient descent on the pending replicas until each stops or reaches its switch point
-        active = pending
-        x, x_lr, step = theta[active], lr[active], steps[active]
+        queue = pending
+        active = pending[:0]
+        x, x_lr = theta[active], lr[active]
+        offset = steps[active]  # (A,): a replica's step in its attempt is it - offset
+        it = 0  # loop iterations in this pass
+        stale = True  # membership or steps changed: recompute the per-replica caches below
         switched = []
-        while active.numel() > 0:
+        while True:
+            if queue.numel() > 0 and active.numel() < batch:  # refill the working batch
+                take, queue = queue[: batch - active.numel()], queue[batch - active.numel() :]
+                active = torch.cat([active, take])
+                x, x_lr = torch.cat([x, theta[take]]), torch.cat([x_lr, lr[take]])
+                offset = torch.cat([offset, it - steps[take]])
+                stale = True
+            if active.numel() == 0:
+                break
+            if stale:
+                # the stationarity at which a replica leaves descent (converged or switching to Newton)
+                leave_at = torch.clamp(switch_at[active], min=config.tol)  # (A,)
+                step = it - offset
+                # the next iteration where some replica runs out of budget or sits on the curve grid
+                event = it + int((limit[active] - step).clamp(min=0).min())
+                if curve.enabled:
+                    here = total[active] + step
+                    column = torch.searchsorted(curve.steps, here)
+                    ahead = column < curve.steps.numel()
+                    if bool(ahead.any()):
+                        gap = curve.steps[column[ahead].clamp(max=curve.steps.numel() - 1)] - here[ahead]
+                        event = min(event, it + int(gap.min()))
+                stale = False
             g = landscape.grad(x)  # (A, P)
             stat = landscape.stationarity_from_grad(x, g)  # (A,)
             gnorm = g.norm(dim=-1)
-            curve.record(landscape, active, x, total[active] + step)
-            blew_up = ~torch.isfinite(gnorm) | (gnorm > config.restart_grad_norm)
-            done = stat <= config.tol
-            out_of_budget = step >= limit[active]
-            switch = (stat <= switch_at[active]) & ~done
-            if window > 0:
-                check = (step > 0) & (step % window == 0) & ~done & ~blew_up & ~switch
-                if bool(check.any()):
-                    rows = active[check]
-                    now = landscape.loss(x[check])
-                    stuck = ~(now < checkpoint[rows] - config.stall_rtol * now.abs())
-                    checkpoint[rows] = now
-                    # a stuck replica with reductions left continues with a smaller step; else it stops
-                    slower = stuck & (reductions[rows] < config.stall_reductions)
-                    reductions[rows[slower]] += 1
-                    checkpoint[rows[slower]] = math.inf
-                    where = torch.nonzero(check).squeeze(-1)
-                    x_lr[where[slower]] = x_lr[where[slower]] * config.stall_lr_factor
-                    stalled[rows] = stuck & ~slower
-                    out_of_budget = out_of_budget | (check & stalled[active])
-            if bool(blew_up.any()):
-                rows = active[blew_up]
-                restarts[rows] += 1
-                total[rows] += step[blew_up]
-                x_lr[blew_up] = x_lr[blew_up] / 2
-                x[blew_up] = theta0[rows]
-                step[blew_up] = -1  # back to 0 after this iteration's increment
-                checkpoint[rows] = math.inf
-                gave_up = blew_up & (restarts[active] > config.max_restarts)
-                diverged[active[gave_up]] = True
-                done = done | gave_up
-                switch = switch & ~blew_up
-                g = torch.where(blew_up.unsqueeze(-1), torch.zeros_like(g), g)
-            leaving = done | out_of_budget | switch
-            if bool(leaving.any()):
-                rows = active[leaving]
-                theta[rows] = x[leaving]
-                steps[rows] = step[leaving]
-                lr[rows] = x_lr[leaving]
-                converged[rows] = done[leaving] & ~diverged[rows]
-                switched.append(active[switch])
-                keep = ~leaving
-                active, x, x_lr, step, g = active[keep], x[keep], x_lr[keep], step[keep], g[keep]
-                n_done += int((leaving & ~switch).sum())
-                if progress is not None:
-                    progress(n_done, R)
-                if active.numel() == 0:
-                    break
+            flagged = window > 0 or it >= event
+            if not flagged:  # NaN norms fail the comparison, so they are flagged too
+                flagged = bool(((stat <= leave_at) | ~(gnorm <= config.restart_grad_norm)).any())
+            if flagged:
+                stale = True
+                step = it - offset
+                curve.record(landscape, active, x, total[active] + step)
+                blew_up = ~torch.isfinite(gnorm) | (gnorm > config.restart_grad_norm)
+                done = stat <= config.tol
+                out_of_budget = step >= limit[active]
+                switch = (stat <= switch_at[active]) & ~done
+                if window > 0:
+                    check = (step > 0) & (step % window == 0) & ~done & ~blew_up & ~switch
+                    if bool(check.any()):
+                        rows = active[check]
+                        now = landscape.loss(x[check])
+                        stuck = ~(now < checkpoint[rows] - config.stall_rtol * now.abs())
+                        checkpoint[rows] = now
+                        # a stuck replica with reductions left continues with a smaller step; else it stops
+                        slower = stuck & (reductions[rows] < config.stall_reductions)
+                        reductions[rows[slower]] += 1
+                        checkpoint[rows[slower]] = math.inf
+                        where = torch.nonzero(check).squeeze(-1)
+                        x_lr[where[slower]] = x_lr[where[slower]] * config.stall_lr_factor
+                        stalled[rows] = stuck & ~slower
+                        out_of_budget = out_of_budget | (check & stalled[active])
+                if bool(blew_up.any()):
+                    rows = active[blew_up]
+                    restarts[rows] += 1
+                    total[rows] += step[blew_up]
+                    x_lr[blew_up] = x_lr[blew_up] / 2
+                    x[blew_up] = theta0[rows]
+                    offset[blew_up] = it + 1  # step 0 at the next iteration
+                    checkpoint[rows] = math.inf
+                    gave_up = blew_up & (restarts[active] > config.max_restarts)
+                    diverged[active[gave_up]] = True
+                    done = done | gave_up
+                    switch = switch & ~blew_up
+                    g = torch.where(blew_up.unsqueeze(-1), torch.zeros_like(g), g)
+                    step = torch.where(blew_up, -1, step)
+                leaving = done | out_of_budget | switch
+                if bool(leaving.any()):
+                    rows = active[leaving]
+                    theta[rows] = x[leaving]
+                    steps[rows] = step[leaving]
+                    lr[rows] = x_lr[leaving]
+                    converged[rows] = done[leaving] & ~diverged[rows]
+                    switched.append(active[switch])
+                    keep = ~leaving
+                    active, x, x_lr, offset, g = active[keep], x[keep], x_lr[keep], offset[keep], g[keep]
+                    n_done += int((leaving & ~switch).sum())
+                    if progress is not None:
+                        progress(n_done, R)
+                    if active.numel() == 0:
+                        continue  # refill, or end the pass
             x = x - x_lr.unsqueeze(-1) * g
-            step = step + 1
+            it += 1
 
         # the guarded Newton finish on the replicas that reached their switch point
         pending = torch.cat(switched) if switched else pending[:0]

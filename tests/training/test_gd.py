@@ -197,3 +197,28 @@ def test_loss_curve_is_log_spaced_over_the_steps_taken_with_first_and_last():
             x = x - config.lr * landscape.grad(x)
         for step, value in history[:-1]:
             assert value == want[step]
+
+
+def test_refilling_the_batch_never_changes_a_run():
+    """A working batch of 3 refilled from the queue as replicas stop == all replicas at once, exactly:
+    end points, step counts, restarts, step sizes, stop reasons, Newton steps and loss curves."""
+    landscape = TeacherStudent(TeacherStudentConfig(k=4, n=4))
+    theta0 = landscape.init(list(range(10)))
+    budget = torch.tensor([3, 50, 200_000, 700, 12, 200_000, 200_000, 1, 90, 200_000])
+    configs = [
+        (TrainConfig(tol=1e-8), None),
+        (TrainConfig(tol=1e-9, newton_polish=True, newton_polish_at=1e-2), None),
+        (TrainConfig(lr=40.0, tol=1e-8), None),  # restarts with half the step
+        (TrainConfig(tol=1e-10), budget),
+    ]
+    for config, cap in configs:
+        whole = train(landscape, theta0, config, budget=cap)
+        assert config.lr < 40 or bool((whole.restarts >= 1).all())
+        for batch in (1, 3):
+            refilled = train(landscape, theta0, config, budget=cap, batch=batch)
+            assert torch.equal(refilled.theta, whole.theta)
+            for name in ("steps", "total_steps", "lr", "restarts", "converged", "diverged", "newton_steps"):
+                assert torch.equal(getattr(refilled, name), getattr(whole, name)), name
+            assert refilled.stop_reason == whole.stop_reason
+            torch.testing.assert_close(refilled.curve, whole.curve, rtol=0, atol=0, equal_nan=True)
+    assert bool((whole.steps == budget).any()) and len(set(whole.stop_reason)) > 1
