@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
@@ -269,6 +270,24 @@ def _critical_point(bad: bool, converged: bool, gap: float, second_order: str, g
     return {"saddle": "saddle", "degenerate": "degenerate"}.get(second_order, "spurious_minimum")
 
 
+def label_against(frame: pd.DataFrame, l_star: list[float], *, gap_tol: float) -> pd.DataFrame:
+    """``frame`` with ``loss_gap`` and ``critical_point`` recomputed against a given L* per row (from the
+    recorded second-order verdict); ``l_star_source`` says the value came from outside the frame."""
+    out = frame.copy()
+    ref = np.asarray(l_star, dtype=float)  # (R,)
+    gap = out["loss"].to_numpy(dtype=float) - ref
+    out["l_star"] = ref
+    out["l_star_source"] = "reference"
+    out["loss_gap"] = gap
+    out["critical_point"] = [
+        _critical_point(
+            cls == "diverged", cls not in ("not_converged", "diverged"), float(g), str(so), gap_tol
+        )
+        for cls, g, so in zip(out["critical_point"], gap, out["second_order"].fillna(""), strict=True)
+    ]
+    return out
+
+
 def relabel_unknown_optimum(
     frame: pd.DataFrame, *, gap_tol: float, by: list[str] | None = None
 ) -> pd.DataFrame:
@@ -291,14 +310,8 @@ def relabel_unknown_optimum(
     for _, group in groups:
         converged = ~group["critical_point"].isin(["not_converged", "diverged"])
         best = float(group.loc[converged, "loss"].min()) if bool(converged.any()) else math.nan
-        gap = group["loss"] - best if math.isfinite(best) else group["loss"] * math.nan
-        out.loc[group.index, "l_star"] = best
-        out.loc[group.index, "l_star_source"] = f"best of {len(group)} runs"
-        out.loc[group.index, "loss_gap"] = gap
-        out.loc[group.index, "critical_point"] = [
-            _critical_point(
-                cls == "diverged", cls not in ("not_converged", "diverged"), float(g), str(so), gap_tol
-            )
-            for cls, g, so in zip(group["critical_point"], gap, group["second_order"].fillna(""), strict=True)
-        ]
+        labelled = label_against(group, [best] * len(group), gap_tol=gap_tol)
+        labelled["l_star_source"] = f"best of {len(group)} runs"
+        for column in ("l_star", "l_star_source", "loss_gap", "critical_point"):
+            out.loc[group.index, column] = labelled[column]
     return out

@@ -28,7 +28,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from study.diagnostics.critical import DiagnosticsConfig, classify, escape_test
+from study.diagnostics.critical import DiagnosticsConfig, classify, escape_test, label_against
 from study.landscapes.base import Landscape
 from study.landscapes.teacher_student_families import family_key
 from study.training.gd import TrainConfig, train
@@ -94,11 +94,22 @@ def polish(landscape: Landscape, theta: Tensor, *, lr: float, config: VerifyConf
 
 
 def _rechecked(
-    landscape: Landscape, theta: Tensor, seeds: list[int], diagnostics: DiagnosticsConfig, tol: float
+    landscape: Landscape,
+    theta: Tensor,
+    seeds: list[int],
+    diagnostics: DiagnosticsConfig,
+    tol: float,
+    l_star: Sequence[float] | None = None,
 ) -> tuple[list[dict[str, object]], np.ndarray]:
-    """Classify at stationarity tolerance ``tol`` with the certificate on; rows and spectra ``(R, P)``."""
+    """Classify at stationarity tolerance ``tol`` with the certificate on; rows and spectra ``(R, P)``.
+
+    Where the landscape has no L*, each point is judged against ``l_star`` (the reference its run was
+    labelled against: the best over its trial), never against the best of the points re-checked here,
+    which would make the lowest candidate its own global minimum."""
     strict = dataclasses.replace(diagnostics, grad_tol=tol, certify=True)
     frame, spectrum = classify(landscape, theta, seeds=seeds, config=strict)
+    if l_star is not None and not math.isfinite(landscape.optimal_loss):
+        frame = label_against(frame, list(l_star), gap_tol=diagnostics.gap_tol)
     return frame.to_dict("records"), spectrum.eigenvalues.detach().cpu().numpy()
 
 
@@ -112,11 +123,13 @@ def reverify(
     train_config: TrainConfig,
     diagnostics: DiagnosticsConfig = DiagnosticsConfig(),
     config: VerifyConfig = VerifyConfig(),
+    l_star: Sequence[float] | None = None,
 ) -> list[Verdict]:
     """Re-verify R reported counterexamples ``theta: (R, P)`` trained from ``theta0: (R, P)``.
 
     ``landscape`` must be the float64 landscape of their configuration; ``train_config`` is the
     configuration the runs were trained with (its step and budget are reused for the re-run).
+    ``l_star`` (R,): where the landscape has no L*, the reference each run was labelled against.
     """
     if landscape.dtype != torch.float64:
         raise ValueError(f"re-verification runs in float64, got a {landscape.dtype} landscape")
@@ -124,7 +137,7 @@ def reverify(
     if R == 0:
         return []
     polished = polish(landscape, theta, lr=train_config.lr, config=config)  # (R, P)
-    rows, eigenvalues = _rechecked(landscape, polished, seeds, diagnostics, config.stationarity_tol)
+    rows, eigenvalues = _rechecked(landscape, polished, seeds, diagnostics, config.stationarity_tol, l_star)
     escaped = escape_test(landscape, polished, seeds, diagnostics).tolist()
 
     rerun_rows: dict[int, dict[str, object]] = {}
@@ -138,7 +151,8 @@ def reverify(
         )
         start = theta0[inside].to(device=landscape.device, dtype=torch.float64)
         rerun = train(landscape, start, tight).theta  # (I, P)
-        found, _ = _rechecked(landscape, rerun, [seeds[r] for r in inside], diagnostics, tight.tol)
+        refs = None if l_star is None else [l_star[r] for r in inside]
+        found, _ = _rechecked(landscape, rerun, [seeds[r] for r in inside], diagnostics, tight.tol, refs)
         rerun_rows = dict(zip(inside, found, strict=True))
 
     verdicts = []
@@ -214,6 +228,7 @@ def with_verdicts(
         train_config=train_config,
         diagnostics=diagnostics,
         config=config,
+        l_star=frame["l_star"].to_numpy(dtype=float)[chosen].tolist() if "l_star" in frame else None,
     )
     for row, verdict in zip(chosen, verdicts, strict=True):
         for name, value in verdict.columns().items():

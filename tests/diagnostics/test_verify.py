@@ -140,3 +140,27 @@ def test_verdict_columns_only_for_certified_spurious_rows(spurious_k8):
     verified = verify_batch(spec, batch).frame
     assert verified["verdict"].iloc[0] == "confirmed"
     assert np.isfinite(verified["verified_radius"].iloc[0])
+
+
+class _UnknownOptimum(TeacherStudent):
+    """The teacher-student landscape as if L* had no closed form (as for n < k)."""
+
+    @property
+    def optimal_loss(self) -> float:
+        return math.nan
+
+
+def test_without_a_known_optimum_candidates_are_judged_against_their_reference(spurious_k8):
+    """With L* unknown, the points re-checked together must not stand in for L* themselves: the lone
+    candidate would be its own best value, hence a 'global minimum', and be rejected."""
+    spec, batch = spurious_k8
+    landscape = _UnknownOptimum(TeacherStudentConfig(k=8, n=8))
+    theta, theta0 = torch.as_tensor(batch.theta), torch.as_tensor(batch.theta0)
+    kwargs = {"inside_theorem": [False], "train_config": spec.train}
+    (judged,) = reverify(landscape, theta, theta0, [0], l_star=[0.0], **kwargs)
+    assert judged.verdict == "confirmed", judged.reason
+    (alone,) = reverify(landscape, theta, theta0, [0], **kwargs)  # no reference: best of the batch
+    assert alone.verdict == "rejected" and "global_minimum" in alone.reason
+    # a reference above the point's loss: it is the best known value, so not spurious
+    (below,) = reverify(landscape, theta, theta0, [0], l_star=[0.05], **kwargs)
+    assert below.verdict == "rejected" and "global_minimum" in below.reason
