@@ -171,7 +171,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "tracking":
         from study.bench import tracking as bench_tracking
 
-        return bench_tracking.main(runs=args.runs or 64)
+        return bench_tracking.main(runs=args.runs or 64, trials=args.trials or 8)
     raise UsageError(f"unknown benchmark {args.what!r}")
 
 
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="trainer: 1000 batched runs; agreement: 500 seeds; grid: 20 per cell; tracking: 64 per trial",
     )
+    p.add_argument("--trials", type=int, default=None, help="tracking: trials per hunt (default 8)")
     p.add_argument("--anchor-runs", type=int, default=32, help="trainer: runs of the per-run numpy anchor")
     p.add_argument("--device", default="cpu", help="trainer: device of the batched side (cpu, cuda)")
     p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (1: per-core comparison)")

@@ -74,6 +74,7 @@ class HuntOptions:
     num_cpus: int | None = None  # local Ray only
     progress: bool = True
     tracking: bool = True  # False: log nothing to MLflow (the tracking benchmark's baseline)
+    tracking_writer: str = "auto"  # how runs reach MLflow: study.tracking.writers.make_writer's kind
     deadline: float | None = None  # wall-clock time (time.time()) after which no trial is started
 
 
@@ -167,6 +168,7 @@ def _run(
             # a tracking server stores artifacts itself (proxied: `mlflow server --serve-artifacts`),
             # so its UI shows them; a local store keeps them beside the hunt
             artifact_root=None if is_server(options.tracking_uri) else out / "mlartifacts",
+            writer=options.tracking_writer,
         )
         if options.tracking
         else NullTracker()
