@@ -26,6 +26,7 @@ def cmd_hunt(args: argparse.Namespace) -> int:
     from study.search.samplers import dashboard_command
     from study.spec import PipelineError, load_pipeline, spec_warnings
     from study.tracking.mlflow_sink import default_tracking_uri
+    from study.tracking.reach import check_reachable
 
     library_logs(verbose=args.verbose, quiet=args.quiet)
 
@@ -38,11 +39,13 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise _usage_error(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
     deadline = budget_deadline(args.hours, args.until, now=time.time())
-    for warning in spec_warnings(spec, trials=args.trials, budgeted=deadline is not None):
-        print(f"study: warning: {warning}", file=sys.stderr)
     out = Path(args.out or f"runs/{spec.name}")
     storage = args.storage or os.environ.get("MINIMA_HUNT_STORAGE")
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    check_reachable(storage, "storage")  # an absent server is the one line, before any warning
+    check_reachable(tracking_uri, "tracking URI")
+    for warning in spec_warnings(spec, trials=args.trials, budgeted=deadline is not None):
+        print(f"study: warning: {warning}", file=sys.stderr)
     options = HuntOptions(
         out=out,
         storage=storage,

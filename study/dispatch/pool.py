@@ -91,8 +91,13 @@ class ChunkPool(Generic[Key]):
         return max(2, math.ceil(fit / self.chunks_per_trial) + 1)
 
     @property
+    def in_flight(self) -> int:
+        """Trials with chunks submitted and not all ended."""
+        return len(self._trials)
+
+    @property
     def has_room(self) -> bool:
-        return len(self._trials) < self.max_inflight
+        return self.in_flight < self.max_inflight
 
     @property
     def busy(self) -> bool:

@@ -78,6 +78,8 @@ class HuntOptions:
     deadline: float | None = None  # wall-clock time (time.time()) after which no trial is started
 
 
+# samplers whose proposals do not depend on the results told so far
+HISTORY_FREE_SAMPLERS = frozenset({"grid", "random", "qmc"})
 MAX_REPEATS_IN_A_ROW = 100  # ``repeats: skip``: a sampler that only re-proposes has converged
 
 
@@ -241,6 +243,14 @@ def _loop(
     previous_of: dict[int, list[int]] = {}  # trial number -> earlier trials of its configuration
     asked_now: dict[str, list[int]] = {}  # configuration -> trials trained by this driver (maybe not told)
 
+    learns = spec.sampler.lower().replace("_", "").removesuffix("sampler") not in HISTORY_FREE_SAMPLERS
+
+    def room() -> bool:
+        """A model-based sampler counts trials finished but not yet told as in flight, so that it
+        proposes from every result it could have (the writer tells them on its own thread)."""
+        untold = writer.pending if learns else 0
+        return pool.in_flight + untold < pool.max_inflight
+
     def out_of_time() -> bool:
         return deadline is not None and time.time() >= deadline
 
@@ -256,7 +266,7 @@ def _loop(
 
     try:
         while (to_ask > 0 and not out_of_time()) or pool.busy:
-            while to_ask > 0 and pool.has_room and not out_of_time():
+            while to_ask > 0 and room() and not out_of_time():
                 if spec.sampler == "grid" and not queue_grid_point(study, spec):
                     to_ask, stop = 0, "grid exhausted"
                     break
@@ -281,6 +291,9 @@ def _loop(
                 asked_now.setdefault(config, []).append(asked.trial.number)
                 seeds = trial_seeds(spec, asked.seed_base, spec.runs_per_trial)
                 pool.submit((asked, time.perf_counter()), asked.run_spec, seeds)
+            if not pool.busy and writer.pending and to_ask > 0:
+                harvest(wait=True)  # nothing trains: let the sampler see the trials being told
+                continue
             wait = 5.0 if deadline is None else max(0.05, min(5.0, deadline - time.time()))
             waited = pool.wait(timeout=wait)
             bar.update(waited.runs)

@@ -257,14 +257,15 @@ def test_both_arms_reach_zero_training_error_or_say_they_did_not() -> None:
     with a budget long enough that both fit the training set; with one epoch, the rows say they did not."""
     fixed = dict(hidden=64, max_train=30, max_test=60, batch_size=16, phase1_epochs=5, train_dtype="float32")
     for regularization in (False, True):
-        land = make(**fixed, init="adversarial", regularization=regularization, phase2_epochs=400)
-        frame = run(land, SEEDS[:1]).frame
+        arm = spec(**fixed, init="adversarial", regularization=regularization, phase2_epochs=400)
+        frame = run(arm, SEEDS[:1]).frame
         assert (frame["critical_point"] == "global_minimum").all(), (
             regularization,
             frame["train_acc"].tolist(),
         )
-        assert (frame["train_acc"] >= land.cfg.target_acc).all() and (frame["epochs"] < 400).all()
-    short = run(make(**fixed, init="adversarial", regularization=True, phase2_epochs=1), SEEDS[:1]).frame
+        target = arm.train.target_acc  # type: ignore[attr-defined]
+        assert (frame["train_acc"] >= target).all() and (frame["epochs"] < 400).all()
+    short = run(spec(**fixed, init="adversarial", regularization=True, phase2_epochs=1), SEEDS[:1]).frame
     assert (short["critical_point"] == "not_converged").all() and (short["train_acc"] < 0.995).all()
 
 
