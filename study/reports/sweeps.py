@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 
-from study.record.schema import HYPOTHESIS_PREFIX, PARAM_PREFIX
+from study.record.schema import CLASSES, HYPOTHESIS_PREFIX, PARAM_PREFIX
 from study.reports.tables import binomial_interval, certified_spurious
 
 #: verdicts that say a not-converged run ended at a non-differentiable critical point
@@ -35,14 +35,7 @@ def sweep_table(runs: pd.DataFrame) -> pd.DataFrame:
         row: dict[str, Any] = {c.removeprefix(PARAM_PREFIX): v for c, v in zip(params, values, strict=True)}
         row["runs"] = len(group)
         row["inside"] = bool(inside_hypotheses(group).all())
-        for cls in (
-            "global_minimum",
-            "spurious_minimum",
-            "saddle",
-            "degenerate",
-            "not_converged",
-            "diverged",
-        ):
+        for cls in CLASSES:
             row[cls] = int((group["critical_point"] == cls).sum())
         row["certified_spurious"] = int(certified_spurious(group).sum())
         if "stop_reason" in group:

@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +69,29 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for_mlflow(server: subprocess.Popen, url: str, log_path: Path, what: str) -> None:
+    """Poll ``url``/health until an MLflow server answers OK; fail with its log if it exits or takes
+    over 120 s (the first start migrates an empty database)."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.read().strip() == b"OK":
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if server.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{what} did not come up:\n{log_path.read_text()}")
+        time.sleep(0.5)
+
+
+def stop_process_group(server: subprocess.Popen) -> None:
+    """Stop a server started with ``start_new_session=True`` and its workers (one process group)."""
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)

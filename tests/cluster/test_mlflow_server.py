@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +16,7 @@ import pytest
 
 from study.search.driver import HuntOptions, run_hunt
 from study.spec import parse_pipeline
-from tests.cluster.conftest import free_port, tiny_pipeline
+from tests.cluster.conftest import free_port, stop_process_group, tiny_pipeline, wait_for_mlflow
 
 
 def _get(url: str, timeout: float = 5.0) -> bytes:
@@ -59,25 +57,10 @@ def mlflow_server(tmp_path, pg_url):
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120  # the first start migrates an empty database
-        while True:
-            try:
-                if _get(f"{url}/health", timeout=2).strip() == b"OK":
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow server did not come up:\n{(tmp_path / 'mlflow-server.log').read_text()}")
-            time.sleep(0.5)
+        wait_for_mlflow(server, url, tmp_path / "mlflow-server.log", "mlflow server")
         yield url
     finally:
-        # the server and its workers share the process group it was started in
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+        stop_process_group(server)
         log.close()
 
 

@@ -11,12 +11,8 @@ import html
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from study.cli import main
 from study.tracking.mlflow_sink import default_tracking_uri
-from tests.cluster.conftest import free_port
+from tests.cluster.conftest import free_port, stop_process_group, wait_for_mlflow
 
 PIPELINE = {
     "name": "browser_hunt",
@@ -71,26 +67,12 @@ def mlflow_ui(tmp_path):
             )
         started.append(server)
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.read().strip() == b"OK":
-                        return url
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"mlflow ui did not come up:\n{log_path.read_text()}")
-            time.sleep(0.5)
+        wait_for_mlflow(server, url, log_path, "mlflow ui")
+        return url
 
     yield start
-    for server in started:  # the server and its workers share the process group it started
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=10)
+    for server in started:
+        stop_process_group(server)
 
 
 def rendered_text(url: str, profile: Path, budget_ms: int) -> str:
