@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from study.diagnostics.basin import basin_columns
@@ -22,7 +23,7 @@ def run(job: Job, seeds: list[int], *, progress: Callable[[int, int], None] | No
     """
     config: TrainConfig = job.config
     landscape = job.landscape
-    start = time.perf_counter()
+    start, started = time.perf_counter(), time.time()
     theta0 = landscape.init(seeds, scheme=job.init_scheme, scale=job.init_scale)  # (R, P)
     result = train(landscape, theta0, config, progress=progress)
     train_seconds = time.perf_counter() - start
@@ -46,4 +47,5 @@ def run(job: Job, seeds: list[int], *, progress: Callable[[int, int], None] | No
         eigenvalues=spectrum.eigenvalues.detach().cpu().numpy(),
         curve_steps=result.curve_steps.cpu().numpy(),
         curve=result.curve.detach().cpu().numpy(),
+        train_span=np.tile([started, started + train_seconds], (len(seeds), 1)),
     )

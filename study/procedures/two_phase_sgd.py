@@ -49,7 +49,7 @@ def run(job: Job, seeds: list[int], *, progress: Callable[[int, int], None] | No
     assert isinstance(landscape, Classification), "two-phase SGD trains a classification landscape"
     c: SGDConfig = job.config
     R = len(seeds)
-    start_time = time.perf_counter()
+    start_time, started = time.perf_counter(), time.time()
     train_dtype = landscape.dtype if c.train_dtype is None else DTYPES[c.train_dtype]
     theta0 = landscape.init(seeds, scheme=job.init_scheme, scale=job.init_scale)  # (R, P)
     images = landscape.data.x_train.to(train_dtype)  # (N, C, H, W)
@@ -152,4 +152,5 @@ def run(job: Job, seeds: list[int], *, progress: Callable[[int, int], None] | No
         eigenvalues=np.zeros((R, 0)),
         curve_steps=np.asarray(curve_steps, dtype=np.int64),
         curve=torch.cat(curves, dim=1).cpu().numpy(),
+        train_span=np.tile([started, started + train_seconds], (R, 1)),
     )

@@ -209,6 +209,9 @@ class RunBatch:
     eigenvalues: np.ndarray  # (R, P) Hessian spectra ((R, 0) when only extremes were computed)
     curve_steps: np.ndarray  # (C,)
     curve: np.ndarray  # (R, C) subsampled loss curves
+    # (R, 2) when each run's training started and ended, wall-clock seconds since the epoch (a chunk's
+    # replicas train together, so they share their chunk's span)
+    train_span: np.ndarray
 
     @staticmethod
     def concat(batches: list[RunBatch]) -> RunBatch:
@@ -220,6 +223,7 @@ class RunBatch:
             eigenvalues=np.concatenate([b.eigenvalues for b in batches]),
             curve_steps=batches[0].curve_steps,
             curve=np.concatenate([b.curve for b in batches]),
+            train_span=np.concatenate([b.train_span for b in batches]),
         )
 
     def records(self) -> list[RunRecord]:

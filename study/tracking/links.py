@@ -1,14 +1,25 @@
-"""Links into the MLflow UI: the runs table of an experiment, filtered to the counterexamples.
+"""Links into the MLflow UI: the runs table of an experiment, filtered to the counterexamples, with the
+columns a reviewer compares.
 
-MLflow 3.17's UI routes ``#/experiments/<id>/runs`` to the training-runs table (the bare experiment page
-opens a GenAI overview in a fresh browser profile) and reads ``searchFilter``, ``orderByKey`` and
-``orderByAsc`` from the query string after the hash. With a filter and the default order (start time)
-the table nests matching child runs, folded, under their parents; ordered by another key it lists the
-matching runs flat, so the link orders by loss.
+What MLflow 3.17's UI reads (its JavaScript bundle, ``mlflow/server/js/build``):
+* ``workflowType=machine_learning`` in the query string after the hash opens the model-training view; a
+  fresh browser profile otherwise starts in the GenAI view (breadcrumb "Evaluations", a GenAI overview).
+  The experiment also carries ``mlflow.experimentKind = custom_model_development``, which UIs that decide
+  the view per experiment read.
+* ``#/experiments/<id>/runs`` is the runs table; ``searchFilter``, ``orderByKey`` and ``orderByAsc`` set
+  its filter and order. With a filter and the default order (start time) the table nests matching child
+  runs, folded, under their parents; ordered by another key it lists them flat, so links order by loss.
+* The visible columns are not URL parameters; they are part of a saved view: an experiment tag
+  ``mlflow.sharedViewState.<key>`` holding ``{"name", "createdAt", "updatedAt", "state"}`` whose
+  ``state`` is the JSON of the filter, the order and ``selectedColumns`` (``params.`k```,
+  ``metrics.`loss```, ``tags.`verdict```), opened by ``viewStateShareKey=<key>`` (the UI ignores the
+  key when the URL also names a filter or an order).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from urllib.parse import quote, urlencode
 
 from mlflow.tracking import MlflowClient
@@ -16,6 +27,14 @@ from mlflow.tracking import MlflowClient
 from study.diagnostics.verify import VERDICT_TAG
 
 DEFAULT_UI = "http://127.0.0.1:5000"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"  # the experiment kind of model training (not GenAI)
+WORKFLOW = {"workflowType": "machine_learning"}  # the UI's model-training view
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+COUNTEREXAMPLES_VIEW = "minima-hunt-counterexamples"  # the saved view's key
+# What a reviewer compares, after the trial's own parameters (``trial.<name>``: k, n, widths, ...)
+VIEW_METRICS = ("loss", "loss_gap", "lambda_min")
+VIEW_TAGS = (VERDICT_TAG,)
 
 # The runs a reviewer opens first: re-verified counterexamples (verdict confirmed or
 # contradiction_candidate, study.diagnostics.verify; runs without the tag do not match `!=`), and
@@ -62,13 +81,62 @@ def runs_link(
     return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
 
 
+def view_link(base: str, experiment_id: str, key: str) -> str:
+    """A URL that opens the experiment's saved view ``key`` in the model-training view."""
+    query = urlencode({"viewStateShareKey": key, **WORKFLOW}, quote_via=quote)
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def save_view(
+    client: MlflowClient,
+    experiment_id: str,
+    key: str,
+    *,
+    name: str,
+    filter_string: str,
+    columns: list[str],
+    order_by: str = "metrics.`loss`",
+    ascending: bool = True,
+) -> None:
+    """Save (or replace) the runs-table view ``key`` of an experiment: filter, order, visible columns."""
+    state = {
+        "searchFilter": filter_string,
+        "orderByKey": order_by,
+        "orderByAsc": ascending,
+        "selectedColumns": columns,
+    }
+    now = int(time.time() * 1000)
+    envelope = {"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}
+    client.set_experiment_tag(experiment_id, f"{VIEW_TAG_PREFIX}{key}", json.dumps(envelope))
+
+
+def view_columns(params: list[str]) -> list[str]:
+    """The columns of the counterexamples view: the trial's parameters, the numbers, the verdict."""
+    return (
+        [f"params.`{p}`" for p in sorted(params) if p.startswith("trial.") and p != "trial.number"]
+        + [f"metrics.`{m}`" for m in VIEW_METRICS]
+        + [f"tags.`{t}`" for t in VIEW_TAGS]
+    )
+
+
 def counterexamples_link(tracking_uri: str, experiment: str, *, port: int = 5000) -> str | None:
-    """The link to an experiment's re-verified counterexamples (its certified spurious minima when none
-    was re-verified), or None when the experiment does not exist."""
+    """Save the experiment's counterexamples view (re-verified counterexamples; its certified spurious
+    minima when none was re-verified) and return the link that opens it, or None when the experiment
+    does not exist."""
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return None
     verified = client.search_runs([found.experiment_id], f"tags.{VERDICT_TAG} LIKE '%'", max_results=1)
     filter_string = VERIFIED_FILTER if verified else COUNTEREXAMPLE_FILTER
-    return runs_link(ui_base(tracking_uri, port=port), found.experiment_id, filter_string)
+    # a training run's params name the trial's parameters (``trial.<name>``)
+    one = client.search_runs([found.experiment_id], "params.`trial.number` LIKE '%'", max_results=1)
+    save_view(
+        client,
+        found.experiment_id,
+        COUNTEREXAMPLES_VIEW,
+        name="counterexamples",
+        filter_string=filter_string,
+        columns=view_columns(list(one[0].data.params) if one else []),
+    )
+    return view_link(ui_base(tracking_uri, port=port), found.experiment_id, COUNTEREXAMPLES_VIEW)

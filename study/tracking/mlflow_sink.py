@@ -26,6 +26,7 @@ from study.diagnostics.verify import VERDICT_TAG
 from study.record import RunBatch
 from study.record.schema import HYPOTHESIS_PREFIX, META_COLUMNS, PARAM_PREFIX, TRIAL_COLUMNS
 from study.tracking import naming
+from study.tracking.links import EXPERIMENT_KIND_TAG, MODEL_TRAINING
 from study.tracking.writers import RunToLog, make_writer
 from study.training.gd import loss_history
 
@@ -72,9 +73,13 @@ class HuntTracker:
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             location = artifact_root.resolve().as_uri() if artifact_root is not None else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING}
+            )
         else:
             self.experiment_id = found.experiment_id
+            if EXPERIMENT_KIND_TAG not in found.tags:  # created by an older version
+                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING)
         self.writer = make_writer(self.client, self.experiment_id, tracking_uri, writer)
         self.hunt_run_id = ""
         self.seconds = 0.0  # wall time spent writing training runs (log_runs), for the benchmark
@@ -222,16 +227,12 @@ class HuntTracker:
                     tags["family"] = str(data.get("family", ""))
                 params = {**params_common, "seed": seed}
                 params.update({name: data[name] for name in BOOKKEEPING_PARAMS if name in data})
-                records.append((key, tags, params, metrics, curve, row_index, data))
+                start, end = (int(t * 1000) for t in batch.train_span[row_index])
+                logged = RunToLog(tags, params, metrics, curve, start_time=start, end_time=end)
+                records.append((key, logged, row_index, data))
             if not records:
                 return 0
-            self.writer.write(
-                [
-                    RunToLog(tags, params, metrics, curve)
-                    for _k, tags, params, metrics, curve, _i, _d in records
-                ],
-                now=now,
-            )
+            self.writer.write([logged for _k, logged, _i, _d in records], now=now)
             self._log_counterexample_artifacts(records, batch, seed_base, values, trial_number)
             self.runs_logged += len(records)
             return len(records)
@@ -262,8 +263,8 @@ class HuntTracker:
         and plot, against a global minimum of the same trial when there is one) and certificate.json."""
         chosen = [
             (key, i, data)
-            for key, tags, _p, _m, _c, i, data in records
-            if tags["critical_point"] == "spurious_minimum" and tags["certified"] == "true"
+            for key, logged, i, data in records
+            if logged.tags["critical_point"] == "spurious_minimum" and logged.tags["certified"] == "true"
         ]
         if not chosen:
             return

@@ -1,6 +1,6 @@
 """Two ways to write a trial's training runs to MLflow, held to one contract (tests/tracking/test_writers):
 for the same runs, ``MlflowClient.search_runs`` returns identical params, metrics (inf and NaN included),
-tags, statuses and loss-curve histories.
+tags, statuses, start and end times (the run's training span) and loss-curve histories.
 
 * :class:`ApiWriter`: MLflow's public client, run by run (``create_run``, ``log_batch``, ``set_terminated``);
   works with every store, tracking servers included.
@@ -25,12 +25,15 @@ SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 @dataclass(frozen=True)
 class RunToLog:
     """One training run as MLflow stores it: tags (``mlflow.runName`` names it), params, scalar metrics
-    at step 0 (None: not logged) and the stepped loss curve ``[(step, value), ...]``."""
+    at step 0 (None: not logged), the stepped loss curve ``[(step, value), ...]``, and when its training
+    started and ended (milliseconds since the epoch: the run's start and end time, its duration in the UI)."""
 
     tags: dict[str, str]
     params: dict[str, Any]
     metrics: dict[str, float | None]
     curve: list[tuple[int, float]]
+    start_time: int
+    end_time: int
 
 
 class RunWriter(Protocol):
@@ -47,6 +50,7 @@ class ApiWriter:
         for r in runs:
             run = self.client.create_run(
                 self.experiment_id,
+                start_time=r.start_time,
                 run_name=r.tags["mlflow.runName"],
                 tags={k: v for k, v in r.tags.items() if k != "mlflow.runName"},
             )
@@ -57,7 +61,7 @@ class ApiWriter:
                 self.client.log_batch(run.info.run_id, params=params[start : start + 100])
             for start in range(0, len(metrics), 1000):  # ... and 1000 metrics per call
                 self.client.log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
-            self.client.set_terminated(run.info.run_id)
+            self.client.set_terminated(run.info.run_id, end_time=r.end_time)
 
 
 class SqlWriter:
@@ -87,8 +91,8 @@ class SqlWriter:
                     "entry_point_name": "",
                     "user_id": "minima-hunt",
                     "status": RunStatus.to_string(RunStatus.FINISHED),
-                    "start_time": now,
-                    "end_time": now,
+                    "start_time": r.start_time,
+                    "end_time": r.end_time,
                     "deleted_time": None,
                     "source_version": "",
                     "lifecycle_stage": "active",

@@ -50,6 +50,7 @@ def _batch(seeds: list[int], *, loss: float = 0.5) -> RunBatch:
         eigenvalues=np.ones((R, 3)),
         curve_steps=np.arange(2),
         curve=np.ones((R, 2)),
+        train_span=np.tile([1.7e9, 1.7e9 + 2.5], (R, 1)),
     )
 
 

@@ -23,7 +23,17 @@ from mlflow.tracking import MlflowClient
 
 from study.cli import main
 from study.search.samplers import dashboard_command, make_storage
-from study.tracking.links import COUNTEREXAMPLE_FILTER, runs_link, ui_base, ui_command
+from study.tracking.links import (
+    COUNTEREXAMPLE_FILTER,
+    COUNTEREXAMPLES_VIEW,
+    VIEW_TAG_PREFIX,
+    runs_link,
+    save_view,
+    ui_base,
+    ui_command,
+    view_columns,
+    view_link,
+)
 from study.tracking.mlflow_sink import default_tracking_uri
 from tests.cluster.conftest import TINY, free_port
 
@@ -39,6 +49,39 @@ def test_runs_link_carries_the_filter_and_a_flat_order():
     # ordered by another key than start time, the UI lists matching child runs flat
     assert params["orderByKey"] == "metrics.`loss`" and params["orderByAsc"] == "true"
     assert " " not in url
+
+
+def test_view_link_opens_a_saved_view_in_the_model_training_view():
+    url = view_link("http://127.0.0.1:5000/", "7", "my-view")
+    route, _, query = urlsplit(url).fragment.partition("?")
+    assert route == "/experiments/7/runs"
+    # only the key: the UI ignores a saved view when the URL also names a filter or an order
+    assert parse_qs(query) == {"viewStateShareKey": ["my-view"], "workflowType": ["machine_learning"]}
+
+
+def test_saved_view_holds_the_filter_order_and_columns_as_the_ui_reads_them(tmp_path):
+    client = MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    experiment = client.create_experiment("views", artifact_location=(tmp_path / "a").as_uri())
+    columns = view_columns(["trial.k", "trial.number", "seed", "trial.n", "train.lr"])
+    assert columns == [
+        "params.`trial.k`",
+        "params.`trial.n`",
+        "metrics.`loss`",
+        "metrics.`loss_gap`",
+        "metrics.`lambda_min`",
+        "tags.`verdict`",
+    ]
+    save_view(
+        client, experiment, "v", name="counterexamples", filter_string=COUNTEREXAMPLE_FILTER, columns=columns
+    )
+    envelope = json.loads(client.get_experiment(experiment).tags[f"{VIEW_TAG_PREFIX}v"])
+    assert envelope["name"] == "counterexamples" and isinstance(envelope["createdAt"], int)
+    assert json.loads(envelope["state"]) == {
+        "searchFilter": COUNTEREXAMPLE_FILTER,
+        "orderByKey": "metrics.`loss`",
+        "orderByAsc": True,
+        "selectedColumns": columns,
+    }
 
 
 def test_ui_base_and_command_for_local_stores_and_servers():
@@ -91,6 +134,9 @@ def test_hunt_prints_the_link_and_no_library_info_logs(tmp_path, ray_local, capf
     captured = capfd.readouterr()
     assert not re.search(r"\bINFO\b", captured.out + captured.err), captured.err
     experiment = MlflowClient(default_tracking_uri(out)).get_experiment_by_name("links_tiny")
-    link = runs_link("http://127.0.0.1:5000", experiment.experiment_id)
+    link = view_link("http://127.0.0.1:5000", experiment.experiment_id, COUNTEREXAMPLES_VIEW)
     assert f"counterexamples: {link}\n" in captured.out
+    view = json.loads(json.loads(experiment.tags[f"{VIEW_TAG_PREFIX}{COUNTEREXAMPLES_VIEW}"])["state"])
+    assert view["searchFilter"] == COUNTEREXAMPLE_FILTER  # TINY does not re-verify
+    assert view["selectedColumns"][:2] == ["params.`trial.k`", "params.`trial.n`"]
     assert f"optuna-dashboard --host 127.0.0.1 sqlite:///{(out / 'optuna.db').resolve()}" in captured.out

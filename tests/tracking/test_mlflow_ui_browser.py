@@ -1,6 +1,7 @@
 """The counterexamples link in a real browser: a small hunt with re-verified spurious minima (k = n = 8),
 `mlflow ui` on 127.0.0.1, the link that `study hunt` printed opened in headless Chromium with a fresh
-profile; the rendered runs table lists exactly the counterexamples.
+profile; the page is MLflow's model-training view (not GenAI), its runs table lists exactly the
+counterexamples with the columns a reviewer compares, and each run lasts its training time.
 
 Needs Debian's `chromium` (`make browser` installs it); skipped with that reason when it is missing.
 """
@@ -75,23 +76,29 @@ def mlflow_ui(tmp_path):
         stop_process_group(server)
 
 
-def rendered_text(url: str, profile: Path, budget_ms: int) -> str:
-    """The page's visible text after its scripts ran for ``budget_ms`` of virtual time, in a fresh
-    headless Chromium profile."""
+def headless(url: str, profile: Path, budget_ms: int, output: str) -> str:
+    """Run headless Chromium in a fresh profile on ``url`` for ``budget_ms`` of virtual time with one
+    output flag (``--dump-dom``, ``--screenshot=PATH``); returns its standard output."""
     command = [
         str(chromium()),
         "--headless",
         "--disable-gpu",
         "--no-first-run",
         f"--user-data-dir={profile}",
-        "--window-size=1600,1200",
+        "--window-size=1920,1000",  # wide enough that the table renders every chosen column
         f"--virtual-time-budget={budget_ms}",
-        "--dump-dom",
+        output,
         url,
     ]
     if os.geteuid() == 0:
         command.insert(1, "--no-sandbox")  # Chromium refuses to run its sandbox as root
-    dom = subprocess.run(command, capture_output=True, text=True, timeout=180, check=True).stdout
+    return subprocess.run(command, capture_output=True, text=True, timeout=180, check=True).stdout
+
+
+def rendered_text(url: str, profile: Path, budget_ms: int) -> str:
+    """The page's visible text after its scripts ran for ``budget_ms`` of virtual time, in a fresh
+    headless Chromium profile."""
+    dom = headless(url, profile, budget_ms, "--dump-dom")
     text = re.sub(r"<(style|script)\b.*?</\1>", " ", dom, flags=re.S)
     text = html.unescape(re.sub(r"<[^>]+>", " ", text))
     return re.sub(r"\s+", " ", text)
@@ -118,7 +125,13 @@ def test_printed_link_opens_the_counterexamples_in_a_fresh_browser(tmp_path, ray
         for r in training
         if r.data.tags.get("verdict") in ("confirmed", "contradiction_candidate")
     }
-    assert "tags.verdict" in link.group(1)
+    assert "viewStateShareKey=" in link.group(1) and "workflowType=machine_learning" in link.group(1)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    for run in training:  # a chunk's 12 replicas train together: each run lasts its chunk's training
+        lasted = (run.info.end_time - run.info.start_time) / 1000
+        assert lasted > 0 and lasted == pytest.approx(
+            12 * float(run.data.params["train_seconds_per_run"]), abs=2e-3
+        )
     others = {r.info.run_name for r in training} - wanted
     assert wanted and others, "the hunt must find counterexamples and other runs"
 
@@ -134,3 +147,14 @@ def test_printed_link_opens_the_counterexamples_in_a_fresh_browser(tmp_path, ray
     assert count.search(text), text[:3000]
     listed = {name for name in wanted | others if re.search(re.escape(name) + r"(?![\w.])", text)}
     assert listed == wanted  # every counterexample, flat (not folded under its trial), and nothing else
+    # the model-training view: its side bar (Runs, Models), not GenAI's (Overview, Evaluation, Training runs)
+    assert re.search(r"\bRuns Models Traces Model registry\b", text), text[:3000]
+    assert not re.search(r"\bEvaluation|\bTraining runs\b|\bOverview\b", text), text[:3000]
+    # the columns a reviewer compares, in the table's header, and none of the defaults it replaced
+    header = text[text.index("Run Name") : min(text.index(name) for name in wanted)]
+    for column in ("trial.k", "trial.n", "loss", "loss_gap", "lambda_min", "verdict", "Duration"):
+        assert re.search(rf"(?<![\w.]){re.escape(column)}(?![\w.])", header), (column, header)
+    assert not re.search(r"\b(Source|Models|Dataset|User)\b", header), header
+    screenshot = tmp_path / "counterexamples.png"
+    headless(url, tmp_path / "profile-shot", 20_000, f"--screenshot={screenshot}")
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000

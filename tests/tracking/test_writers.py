@@ -25,6 +25,8 @@ RUNS = [
             "n_negative": 1.0,
         },
         curve=[(0, 1.0), (10, 0.5), (20, 0.25 * i)],
+        start_time=NOW - 60_000 + 1000 * i,
+        end_time=NOW - 30_000 + 2000 * i,
     )
     for i in range(3)
 ]
@@ -55,6 +57,7 @@ def test_both_writers_store_the_same_runs(both) -> None:
     assert len(api) == len(sql) == len(RUNS)
     for a, s in zip(api, sql, strict=True):
         assert a.info.run_name == s.info.run_name and a.info.status == s.info.status == "FINISHED"
+        assert (a.info.start_time, a.info.end_time) == (s.info.start_time, s.info.end_time)
         assert a.data.params == s.data.params
         assert {k: comparable(v) for k, v in a.data.metrics.items()} == {
             k: comparable(v) for k, v in s.data.metrics.items()
@@ -70,6 +73,7 @@ def test_both_writers_store_the_same_runs(both) -> None:
 def test_known_values_survive(both) -> None:
     for _, runs in both.values():
         first = runs[0]
+        assert (first.info.start_time, first.info.end_time) == (NOW - 60_000, NOW - 30_000)  # its training
         assert first.data.metrics["loss"] == 0.5 and first.data.metrics["loss_curve"] == 0.0  # last step
         assert first.data.metrics["loss_gap"] == 1.7976931348623157e308  # MLflow's own inf
         assert first.data.metrics["lambda_min"] == -1.7976931348623157e308
