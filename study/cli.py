@@ -5,19 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from study.errors import UsageError
-
-TELEMETRY_OFF = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "OPTUNA_DISABLE_TELEMETRY": "1",
-}
+from study.telemetry import telemetry_off
 
 
 def _fail(message: str) -> int:
@@ -242,8 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    for key, value in TELEMETRY_OFF.items():  # before any library that reads them is imported
-        os.environ.setdefault(key, value)
+    telemetry_off()  # before any library that reads it is imported
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -16,15 +16,14 @@ import torch
 
 from study.diagnostics.critical import DiagnosticsConfig
 from study.diagnostics.verify import with_verdicts
+from study.landscapes.base import DTYPES
 from study.landscapes.registry import default_procedure, landscape_config, make_landscape
 from study.procedures.base import Job
 from study.procedures.registry import procedure
 from study.record import RunBatch
 from study.training.gd import TrainConfig
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-__all__ = ["DTYPES", "RunBatch", "RunSpec", "class_summary", "run_replicas"]
+__all__ = ["RunBatch", "RunSpec", "class_summary", "run_replicas"]
 
 
 @dataclass(frozen=True)

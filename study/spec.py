@@ -19,10 +19,10 @@ from study.diagnostics.critical import DiagnosticsConfig
 from study.dispatch.resources import Resources, parse_resources
 from study.errors import PipelineError
 from study.expressions import evaluate
-from study.landscapes.base import INIT_SCHEMES
+from study.landscapes.base import DTYPES, INIT_SCHEMES
 from study.landscapes.registry import LANDSCAPES, default_procedure, landscape_config, supports_objective
 from study.procedures.registry import PROCEDURES, procedure
-from study.runs import DTYPES, RunSpec
+from study.runs import RunSpec
 from study.search import choices
 from study.spec_fields import (
     ParamSpec,

@@ -1,10 +1,8 @@
 """Shared test set-up: telemetry off, small thread counts (the CI machine has 2 cores)."""
 
-import os
+from study.telemetry import telemetry_off
 
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("DO_NOT_TRACK", "true")
+telemetry_off()
 
 import pytest  # noqa: E402
 

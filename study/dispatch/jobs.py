@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import study
+from study.telemetry import TELEMETRY_OFF
 
-# Usage telemetry off in the job's driver and workers (MLflow honours DO_NOT_TRACK only as "true").
-TELEMETRY_OFF = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
 PIPELINE_ENV = "MINIMA_HUNT_PIPELINE_TEXT"
 # Never uploaded (Ray also skips what .gitignore lists); the upload is capped by Ray at 500 MiB.
 EXCLUDES = [

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-# Usage telemetry off in every Ray process (MLflow honours DO_NOT_TRACK only as "true").
-TELEMETRY_OFF = {"RAY_USAGE_STATS_ENABLED": "0", "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+from study.telemetry import TELEMETRY_OFF
+
 # Ports Ray takes unless told otherwise (the issue that motivated this module saw the first three).
 RAY_FIXED_PORTS = (44217, 44227, 52365, 8265, 10001)
 RAY_MAIN = "from ray.scripts.scripts import main; main()"  # the `ray` command, under this interpreter

@@ -16,6 +16,7 @@ from study.dispatch.local_ray import LocalNode
 from study.dispatch.resources import Resources
 from study.record import RunBatch
 from study.runs import RunSpec, run_replicas, verify_batch
+from study.telemetry import TELEMETRY_OFF
 
 
 @dataclass(frozen=True)
@@ -34,16 +35,9 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> Clus
     """Join ``address`` (``auto``, ``ray://...`` or ``HOST:PORT``) or, for ``None``, start a private
     local head on 127.0.0.1 (free ports, its own temporary directory, no dashboard: see
     :mod:`study.dispatch.local_ray`) and join it; idempotent within a process."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", TELEMETRY_OFF["RAY_USAGE_STATS_ENABLED"])
     if not ray.is_initialized():
-        env = {
-            "env_vars": {
-                "RAY_USAGE_STATS_ENABLED": "0",
-                "MLFLOW_DISABLE_TELEMETRY": "true",
-                "DO_NOT_TRACK": "true",
-                "OMP_NUM_THREADS": "1",
-            }
-        }
+        env = {"env_vars": {**TELEMETRY_OFF, "OMP_NUM_THREADS": "1"}}
         node_ip: dict[str, Any] = {}
         if address is None:
             main_thread = threading.current_thread() is threading.main_thread()

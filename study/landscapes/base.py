@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
+DTYPES = {"float64": torch.float64, "float32": torch.float32}  # the dtypes a landscape computes in, by name
+
 
 @dataclass(frozen=True)
 class Certificate:

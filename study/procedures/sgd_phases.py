@@ -11,10 +11,10 @@ import torch
 from torch import Tensor
 from torch.nn.functional import pad
 
+from study.landscapes.base import DTYPES
 from study.landscapes.classification import Classification
 
 _EVAL_CHUNK = 4096  # examples per forward pass in full-batch evaluations
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 @dataclass(frozen=True)

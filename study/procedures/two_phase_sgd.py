@@ -19,10 +19,10 @@ import torch
 from torch import Tensor
 
 from study.diagnostics.spectrum import lanczos_spectrum
+from study.landscapes.base import DTYPES
 from study.landscapes.classification import Classification
 from study.procedures.base import Job, device_name
 from study.procedures.sgd_phases import (
-    DTYPES,
     PhaseResult,
     SGDConfig,
     adversarial_phase,
@@ -31,7 +31,7 @@ from study.procedures.sgd_phases import (
 )
 from study.record import RunBatch
 
-__all__ = ["DTYPES", "SGDConfig", "run"]
+__all__ = ["SGDConfig", "run"]
 
 
 def run(job: Job, seeds: list[int], *, progress: Callable[[int, int], None] | None = None) -> RunBatch:

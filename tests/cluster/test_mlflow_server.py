@@ -16,6 +16,7 @@ import pytest
 
 from study.search.driver import HuntOptions, run_hunt
 from study.spec import parse_pipeline
+from study.telemetry import TELEMETRY_OFF
 from tests.cluster.conftest import free_port, stop_process_group, tiny_pipeline, wait_for_mlflow
 
 
@@ -53,7 +54,7 @@ def mlflow_server(tmp_path, pg_url):
         "--allowed-hosts",
         f"127.0.0.1:{port},localhost:{port}",
     ]
-    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+    env = {**os.environ, **TELEMETRY_OFF}
     server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

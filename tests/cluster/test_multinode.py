@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from study.dispatch import local_ray
 from study.search.hunt_study import trial_seeds
 from study.spec import parse_pipeline
+from study.telemetry import TELEMETRY_OFF
 from study.tracking.mlflow_sink import default_tracking_uri
 from tests.cluster.conftest import tiny_pipeline
 
@@ -47,7 +48,7 @@ class Cluster:
 
     def env(self) -> dict[str, str]:
         """Environment of a driver joining this cluster from this machine."""
-        env = {**os.environ, **self.head.auth_env, **local_ray.TELEMETRY_OFF}
+        env = {**os.environ, **self.head.auth_env, **TELEMETRY_OFF}
         env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         env.pop("RAY_ADDRESS", None)
         return env

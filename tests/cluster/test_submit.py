@@ -16,7 +16,8 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from study.dispatch import local_ray
-from study.dispatch.jobs import EXCLUDES, PIPELINE_ENV, TELEMETRY_OFF, default_results, hunt_job, project_root
+from study.dispatch.jobs import EXCLUDES, PIPELINE_ENV, default_results, hunt_job, project_root
+from study.telemetry import TELEMETRY_OFF
 from tests.cluster.conftest import free_port, tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from study.telemetry import TELEMETRY_OFF
+
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 
@@ -17,12 +19,6 @@ CPU_IMAGE = "minima-hunt:0.1.0"
 GPU_IMAGE = "minima-hunt:0.1.0-cuda"
 PROJECT_IMAGES = {CPU_IMAGE, GPU_IMAGE}
 APP_ENV = ("MLFLOW_TRACKING_URI", "MINIMA_HUNT_STORAGE")
-# MLflow honours DO_NOT_TRACK only when it is "true" (not "1").
-TELEMETRY_OFF = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-}
 
 YAML_FILES = sorted(INFRA.rglob("*.yaml")) + sorted(INFRA.rglob("*.yml"))
 

@@ -21,6 +21,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from study.cli import main
+from study.telemetry import TELEMETRY_OFF
 from study.tracking.mlflow_sink import default_tracking_uri
 from tests.cluster.conftest import free_port, stop_process_group, wait_for_mlflow
 
@@ -61,7 +62,7 @@ def mlflow_ui(tmp_path):
             "--workers",
             "1",
         ]
-        env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
+        env = {**os.environ, **TELEMETRY_OFF}
         with open(log_path, "w") as log:
             server = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
