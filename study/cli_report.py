@@ -58,7 +58,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from study.record import read_runs_table
+    from study.record import param_column, read_runs_table
     from study.reports.sweeps import grid_comparison, sweep_table
     from study.reports.tables import markdown_table
 
@@ -72,7 +72,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     runs = pd.concat(frames, ignore_index=True)
     if args.grid:
-        if not {"param_k", "param_n"} <= set(runs.columns):
+        if not {param_column("k"), param_column("n")} <= set(runs.columns):
             raise UsageError("--grid needs a teacher-student hunt (param_k and param_n columns)")
         print(markdown_table(grid_comparison(runs, confidence=args.confidence)))
     else:

@@ -20,7 +20,7 @@ from study.landscapes.base import DTYPES
 from study.landscapes.registry import default_procedure, landscape_config, make_landscape
 from study.procedures.base import Job
 from study.procedures.registry import procedure
-from study.record import RunBatch
+from study.record import CriticalPoint, RunBatch
 from study.training.gd import TrainConfig
 
 __all__ = ["RunBatch", "RunSpec", "class_summary", "run_replicas"]
@@ -121,7 +121,7 @@ def verify_batch(spec: RunSpec, batch: RunBatch) -> RunBatch:
 def class_summary(frame: pd.DataFrame, *, decimals: int = 6) -> tuple[pd.Series, pd.DataFrame]:
     """Counts per class and the distinct spurious loss values (rounded) with their counts."""
     counts = frame["critical_point"].value_counts()
-    spurious = frame[frame["critical_point"] == "spurious_minimum"]
+    spurious = frame[frame["critical_point"] == CriticalPoint.SPURIOUS_MINIMUM]
     levels = (
         spurious.assign(loss=spurious["loss"].round(decimals))
         .groupby("loss")

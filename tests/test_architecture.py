@@ -19,8 +19,8 @@ MODULES = {
 BELOW = {
     "study.record": set(),
     "study.errors": set(),
-    "study.landscapes": set(),
-    "study.training": {"study.landscapes"},
+    "study.landscapes": {"study.record"},  # the record's names (classes, the counterexample predicate)
+    "study.training": {"study.landscapes", "study.record"},
 }
 #: a landscape's report module (named by its registry entry, imported only by study.reports.extension)
 #: builds on the generic report room, so it may import the rooms the report does

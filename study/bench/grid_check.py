@@ -16,7 +16,7 @@ import torch
 
 from study.bench.anchor import find_minimum
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
-from study.record import load_arrays
+from study.record import load_arrays, param_column
 from study.record.files import read_csv, trial_files
 
 SPURIOUS_LOSS = 1e-3  # the published threshold on F
@@ -26,9 +26,9 @@ def cell_runs(out: Path, k: int, n: int) -> tuple[pd.DataFrame, dict[str, np.nda
     """The runs table and arrays of the hunt's trial for (k, n); LookupError if the hunt has none."""
     for path in trial_files(out):
         frame = read_csv(path)
-        if frame is None or not len(frame) or "param_k" not in frame:
+        if frame is None or not len(frame) or param_column("k") not in frame:
             continue
-        if int(frame["param_k"].iloc[0]) == k and int(frame["param_n"].iloc[0]) == n:
+        if int(frame[param_column("k")].iloc[0]) == k and int(frame[param_column("n")].iloc[0]) == n:
             return frame, load_arrays(out, path.stem)
     raise LookupError(f"no finished trial with k = {k}, n = {n} in {out}")
 

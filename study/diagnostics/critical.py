@@ -13,9 +13,12 @@ from torch import Tensor
 
 from study.diagnostics.spectrum import Spectrum, hessian_spectrum
 from study.landscapes.base import Landscape, seeded_normal
-from study.record.schema import CLASSES, PARAM_PREFIX
+from study.record.schema import PARAM_PREFIX, CriticalPoint
 
-__all__ = ["CLASSES", "DiagnosticsConfig", "classify", "escape_test"]
+__all__ = ["DiagnosticsConfig", "classify", "escape_test"]
+
+# the classes of runs that ended off a critical point
+NOT_CRITICAL = (CriticalPoint.NOT_CONVERGED, CriticalPoint.DIVERGED)
 
 
 @dataclass(frozen=True)
@@ -130,9 +133,9 @@ def classify(
         if not ok:
             second_order.append("")
         elif int(n_negative[r]) > 0:
-            second_order.append("saddle")
+            second_order.append(CriticalPoint.SADDLE)
         elif int(n_zero[r]) > int(expected_zero[r]):
-            second_order.append("degenerate")
+            second_order.append(CriticalPoint.DEGENERATE)
         else:
             second_order.append("minimum")
     if known:
@@ -154,7 +157,10 @@ def classify(
     escaped = [False] * R
     # with L* unknown a run's label may change as runs arrive, so every degenerate point is tested
     candidates = [
-        r for r in range(R) if second_order[r] == "degenerate" and (classes[r] == "degenerate" or not known)
+        r
+        for r in range(R)
+        if second_order[r] == CriticalPoint.DEGENERATE
+        and (classes[r] == CriticalPoint.DEGENERATE or not known)
     ]
     if candidates:
         idx = torch.tensor(candidates, device=theta.device)
@@ -166,7 +172,8 @@ def classify(
     minima = [
         r
         for r, c in enumerate(classes)
-        if c in ("global_minimum", "spurious_minimum") or (not known and second_order[r] == "minimum")
+        if c in (CriticalPoint.GLOBAL_MINIMUM, CriticalPoint.SPURIOUS_MINIMUM)
+        or (not known and second_order[r] == "minimum")
     ]
     if config.certify and minima:
         idx = torch.tensor(minima, device=theta.device)
@@ -234,7 +241,7 @@ def settle_kinks(
     """
     R = theta.shape[0]
     verdict, norms = [""] * R, [math.nan] * R
-    rows = [r for r in range(R) if classes[r] == "not_converged"]
+    rows = [r for r in range(R) if classes[r] == CriticalPoint.NOT_CONVERGED]
     if not rows:
         return verdict, norms
     idx = torch.tensor(rows, device=theta.device)
@@ -262,12 +269,14 @@ def settle_kinks(
 def _critical_point(bad: bool, converged: bool, gap: float, second_order: str, gap_tol: float) -> str:
     """The class of one run from its flags, its gap to L* and its second-order verdict."""
     if bad:
-        return "diverged"
+        return CriticalPoint.DIVERGED
     if not converged:
-        return "not_converged"
+        return CriticalPoint.NOT_CONVERGED
     if math.isfinite(gap) and gap <= gap_tol:
-        return "global_minimum"
-    return {"saddle": "saddle", "degenerate": "degenerate"}.get(second_order, "spurious_minimum")
+        return CriticalPoint.GLOBAL_MINIMUM
+    if second_order in (CriticalPoint.SADDLE, CriticalPoint.DEGENERATE):
+        return CriticalPoint(second_order)
+    return CriticalPoint.SPURIOUS_MINIMUM
 
 
 def label_against(frame: pd.DataFrame, l_star: list[float], *, gap_tol: float) -> pd.DataFrame:
@@ -280,9 +289,7 @@ def label_against(frame: pd.DataFrame, l_star: list[float], *, gap_tol: float) -
     out["l_star_source"] = "reference"
     out["loss_gap"] = gap
     out["critical_point"] = [
-        _critical_point(
-            cls == "diverged", cls not in ("not_converged", "diverged"), float(g), str(so), gap_tol
-        )
+        _critical_point(cls == CriticalPoint.DIVERGED, cls not in NOT_CRITICAL, float(g), str(so), gap_tol)
         for cls, g, so in zip(out["critical_point"], gap, out["second_order"].fillna(""), strict=True)
     ]
     return out
@@ -308,7 +315,7 @@ def relabel_unknown_optimum(
     keys = by if by is not None else [c for c in out.columns if c.startswith(PARAM_PREFIX)]
     groups = out[unknown].groupby(keys, dropna=False, sort=False) if keys else [(None, out[unknown])]
     for _, group in groups:
-        converged = ~group["critical_point"].isin(["not_converged", "diverged"])
+        converged = ~group["critical_point"].isin(NOT_CRITICAL)
         best = float(group.loc[converged, "loss"].min()) if bool(converged.any()) else math.nan
         labelled = label_against(group, [best] * len(group), gap_tol=gap_tol)
         labelled["l_star_source"] = f"best of {len(group)} runs"

@@ -31,9 +31,10 @@ from torch import Tensor
 from study.diagnostics.critical import DiagnosticsConfig, classify, escape_test, label_against
 from study.landscapes.base import Landscape
 from study.landscapes.teacher_student_families import family_key
+from study.record import schema
+from study.record.schema import CriticalPoint, is_certified_spurious
 from study.training.gd import TrainConfig, train
 
-VERDICTS = ("contradiction_candidate", "confirmed", "rejected")  # the order summaries list them in
 VERDICT_TAG = "verdict"  # the MLflow tag a reviewer filters on: tags.verdict = "confirmed"
 
 
@@ -57,7 +58,7 @@ class VerifyConfig:
 class Verdict:
     """Outcome of re-verifying one end point; numbers are NaN where the check did not get that far."""
 
-    verdict: str  # one of VERDICTS
+    verdict: str  # a schema.Verdict
     reason: str
     loss: float  # at the polished point
     stationarity: float
@@ -165,7 +166,7 @@ def reverify(
         reason = ""
         if not stat <= config.stationarity_tol:
             reason = f"polishing stopped at stationarity {stat:.3g} > {config.stationarity_tol:.0e}"
-        elif row["critical_point"] != "spurious_minimum":
+        elif row["critical_point"] != CriticalPoint.SPURIOUS_MINIMUM:
             reason = f"re-classified as {row['critical_point']} after polishing"
         elif not bool(row["certified"]):
             reason = f"certificate fails after polishing: {row['certificate']}"
@@ -178,14 +179,14 @@ def reverify(
             rerun_loss = float(again["loss"])  # type: ignore[arg-type]
             same = abs(rerun_loss - loss) <= config.loss_match * max(1.0, abs(loss))
             ends = "re-run from its initialization ends at"
-            if again["critical_point"] != "spurious_minimum" or not bool(again["certified"]):
+            if again["critical_point"] != CriticalPoint.SPURIOUS_MINIMUM or not bool(again["certified"]):
                 reason = f"{ends} {again['critical_point']} (loss {rerun_loss:.6g})"
             elif not same:
                 reason = f"{ends} another minimum (loss {rerun_loss:.6g})"
         if reason:
-            verdict = "rejected"
+            verdict = schema.Verdict.REJECTED
         else:
-            verdict = "contradiction_candidate" if r in rerun_rows else "confirmed"
+            verdict = schema.Verdict.CONTRADICTION_CANDIDATE if r in rerun_rows else schema.Verdict.CONFIRMED
             reason = (
                 "inside the theorem's hypotheses" if r in rerun_rows else "outside any theorem's hypotheses"
             )
@@ -212,10 +213,7 @@ def with_verdicts(
     out = frame.copy()
     for name, value in _BLANK.columns().items():
         out[name] = value
-    chosen = np.flatnonzero(
-        (frame["critical_point"] == "spurious_minimum").to_numpy()
-        & frame["certified"].astype(bool).to_numpy()
-    )
+    chosen = np.flatnonzero(is_certified_spurious(frame).to_numpy())
     if len(chosen) == 0:
         return out
     inside = frame.get("hyp_inside_theorem", pd.Series(False, index=frame.index)).astype(bool).to_numpy()

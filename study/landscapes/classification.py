@@ -30,6 +30,7 @@ from torch.nn.functional import cross_entropy
 
 from study.landscapes.base import INIT_SCHEMES, Landscape, init_weight_matrices
 from study.landscapes.datasets import DATASETS, DataRequest, ImageData, load_dataset
+from study.record.schema import CriticalPoint
 
 _EVAL_CHUNK = 4096  # examples per forward pass in full-batch evaluations
 
@@ -263,7 +264,7 @@ def baseline_gap(frame_adv: pd.DataFrame, frame_clean: pd.DataFrame) -> pd.DataF
     """
 
     def reached(frame: pd.DataFrame) -> pd.DataFrame:
-        return frame[frame["critical_point"] == "global_minimum"]
+        return frame[frame["critical_point"] == CriticalPoint.GLOBAL_MINIMUM]
 
     adv, clean = reached(frame_adv), reached(frame_clean)
     n_a, n_c = len(adv), len(clean)

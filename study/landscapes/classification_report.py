@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from study.landscapes.classification import baseline_gap
+from study.record import PARAM_PREFIX, CriticalPoint, param_column
 from study.reports import plots
 from study.reports.extension import NoExtras
 from study.reports.hunt import HuntFolder
@@ -34,9 +35,9 @@ def classification_table(hunt: HuntFolder) -> pd.DataFrame:
         return pd.DataFrame()
     rows = []
     for values, group in groups(hunt.runs, hunt.param_columns):
-        row: dict[str, Any] = {c.removeprefix("param_"): v for c, v in values.items()}
+        row: dict[str, Any] = {c.removeprefix(PARAM_PREFIX): v for c, v in values.items()}
         row["runs"] = len(group)
-        row["reached"] = float((group["critical_point"] == "global_minimum").mean())
+        row["reached"] = float((group["critical_point"] == CriticalPoint.GLOBAL_MINIMUM).mean())
         for column in ("train_acc", "test_acc", "phase1_train_acc"):
             if column in group:
                 data = pd.to_numeric(group[column], errors="coerce")
@@ -50,18 +51,18 @@ def baseline_gaps(hunt: HuntFolder) -> pd.DataFrame:
     """L5: test-accuracy gap of adversarially initialized runs to the random-init baseline, per setting
     of the other parameters (regularization, model, ...); see ``classification.baseline_gap``."""
     runs = hunt.runs
-    if "test_acc" not in runs.columns or "param_init" not in runs.columns:
+    if "test_acc" not in runs.columns or param_column("init") not in runs.columns:
         return pd.DataFrame()
 
-    others = [c for c in hunt.param_columns if c != "param_init"]
+    others = [c for c in hunt.param_columns if c != param_column("init")]
     rows = []
     for values, group in groups(runs, others):
-        adversarial = group[group["param_init"] == "adversarial"]
-        clean = group[group["param_init"] == "random"]
+        adversarial = group[group[param_column("init")] == "adversarial"]
+        clean = group[group[param_column("init")] == "random"]
         if len(adversarial) == 0 or len(clean) == 0:
             continue
         gap = baseline_gap(adversarial, clean).iloc[0].to_dict()
-        rows.append({**{c.removeprefix("param_"): v for c, v in values.items()}, **gap})
+        rows.append({**{c.removeprefix(PARAM_PREFIX): v for c, v in values.items()}, **gap})
     return pd.DataFrame(rows)
 
 
@@ -69,7 +70,7 @@ def _classification_section(hunt: HuntFolder, lines: list[str], folder: Path) ->
     table = classification_table(hunt)
     if table.empty:
         return []
-    params = [c.removeprefix("param_") for c in hunt.param_columns]
+    params = [c.removeprefix(PARAM_PREFIX) for c in hunt.param_columns]
     lines += ["", "## Classification (L5): accuracy per configuration", ""]
     lines.append("Means over runs (`_sd`: standard deviation); `reached`: fraction at zero training error.")
     lines += ["", markdown_table(table)]

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from study.record.schema import is_certified_spurious
+
 DEFAULT_TOL = 1e-6
 FAMILY_COLUMNS = (
     "family", "key", "k", "n", "loss", "loss_spread", "runs", "lambda_min", "lambda_max",
@@ -212,10 +214,7 @@ def spurious_families(
     the Theta(k) ones), ``representative`` (a row index into the arrays), isotropy hints.
     """
     dim = k if d is None else d
-    mask = (frame["critical_point"] == "spurious_minimum").to_numpy() & frame["certified"].astype(
-        bool
-    ).to_numpy()
-    chosen = np.flatnonzero(mask)
+    chosen = np.flatnonzero(is_certified_spurious(frame).to_numpy())
     chosen = chosen[np.argsort(frame["loss"].to_numpy()[chosen], kind="stable")]
     has_spectrum = eigenvalues.ndim == 2 and eigenvalues.shape[1] > 0
     families: list[list[int]] = []

@@ -13,9 +13,11 @@ import numpy as np
 import pandas as pd
 
 from study.landscapes.teacher_student_families import FAMILY_COLUMNS, spurious_families
+from study.record import PARAM_PREFIX, CriticalPoint, param_column
+from study.record import is_certified_spurious as certified_spurious
 from study.reports import plots
 from study.reports.hunt import HuntFolder, fixed_from_mlflow
-from study.reports.tables import binomial_interval, certified_spurious, groups, markdown_table
+from study.reports.tables import binomial_interval, groups, markdown_table
 
 Families = tuple[pd.DataFrame, list[str]]  # the families table and notes on what was skipped
 
@@ -30,7 +32,7 @@ class TeacherStudentReport:
         families = pd.DataFrame(columns=list(FAMILY_COLUMNS))
         notes: list[str] = []
         if len(hunt.runs):
-            needs_fixed = not {"param_k", "param_n"} <= set(hunt.runs.columns)
+            needs_fixed = not {param_column("k"), param_column("n")} <= set(hunt.runs.columns)
             if fixed is None and needs_fixed:
                 fixed = fixed_from_mlflow(hunt)
             families, notes = families_table(hunt, fixed)
@@ -41,7 +43,7 @@ class TeacherStudentReport:
     def configurations(self, hunt: HuntFolder, state: Families, table: pd.DataFrame) -> pd.DataFrame:
         """Adds ``families``: the families among a configuration's certified spurious minima."""
         families = state[0]
-        params = [c.removeprefix("param_") for c in hunt.param_columns]
+        params = [c.removeprefix(PARAM_PREFIX) for c in hunt.param_columns]
         counts = []
         for _, row in table.iterrows():
             match = families
@@ -90,7 +92,7 @@ def teacher_student_sizes(hunt: HuntFolder, values: dict[str, Any], fixed: dict[
     """k, n, d of a teacher-student configuration from its parameters, else the pipeline's fixed values."""
     sizes: dict[str, int] = {}
     for name in ("k", "n", "d"):
-        value = values.get(f"param_{name}", fixed.get(name))
+        value = values.get(param_column(name), fixed.get(name))
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             sizes[name] = int(value)
     if "k" in sizes:
@@ -109,7 +111,7 @@ def families_table(hunt: HuntFolder, fixed: dict[str, Any] | None = None) -> tup
         if not certified_spurious(group).any():
             continue
         sizes = teacher_student_sizes(hunt, values, fixed)
-        label = ", ".join(f"{c.removeprefix('param_')}={v}" for c, v in values.items()) or "all runs"
+        label = ", ".join(f"{c.removeprefix(PARAM_PREFIX)}={v}" for c, v in values.items()) or "all runs"
         if not {"k", "n"} <= set(sizes):
             notes.append(f"{label}: k or n unknown (not a parameter and no pipeline metadata); no families")
             continue
@@ -134,7 +136,7 @@ def families_table(hunt: HuntFolder, fixed: dict[str, Any] | None = None) -> tup
         )
         table["representative"] = group.index.to_numpy()[table["representative"].to_numpy()]
         for c, v in values.items():
-            name = c.removeprefix("param_")
+            name = c.removeprefix(PARAM_PREFIX)
             if name not in table.columns:
                 table[name] = v
         tables.append(table)
@@ -187,7 +189,7 @@ def _spectra_panels(
         config = runs
         for column in hunt.param_columns:  # the representatives' configuration (first one's)
             config = config[config[column] == same[column].iloc[0]]
-        global_rows = config[config["critical_point"] == "global_minimum"]
+        global_rows = config[config["critical_point"] == CriticalPoint.GLOBAL_MINIMUM]
         drawn = global_rows.head(GLOBAL_SPECTRA_DRAWN)
         global_spectra = hunt.stacked(drawn, "eigenvalues") if len(drawn) else np.zeros((0, 0))
         spurious_spectra = hunt.stacked(same, "eigenvalues")

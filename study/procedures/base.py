@@ -41,12 +41,15 @@ class Run(Protocol):
 
 @dataclass(frozen=True)
 class Procedure:
-    """A registered procedure: its configuration dataclass (``train:`` in a pipeline) and its run."""
+    """A registered procedure: its configuration dataclass (``train:`` in a pipeline), its run, and the
+    columns its runs have besides the record's core columns and the landscape's own (its hypotheses and
+    ``run_diagnostics``); the procedure contract holds a run's columns to exactly these."""
 
     name: str
     config_cls: type
     run: Run
     description: str = ""
+    columns: tuple[str, ...] = ()
 
 
 def device_name(device: torch.device) -> str:

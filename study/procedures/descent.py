@@ -15,6 +15,16 @@ from study.procedures.base import Job, device_name
 from study.record import RunBatch
 from study.training.gd import TrainConfig, train
 
+# besides the record's core columns: classify's second-order and kink verdicts, the basin line test
+COLUMNS = (
+    "second_order",
+    "kink_verdict",
+    "kink_grad_norm",
+    "line_monotone",
+    "line_largest_bump",
+    "stop_reason",
+)
+
 
 def run(job: Job, seeds: list[int], *, progress: Callable[[int, int], None] | None = None) -> RunBatch:
     """Train one replica per seed as a single batched computation, then diagnose each end point.

@@ -8,10 +8,18 @@ from study.training.gd import TrainConfig
 
 PROCEDURES: dict[str, Procedure] = {
     "descent": Procedure(
-        "descent", TrainConfig, descent.run, "batched gradient descent with restarts and a Newton finish"
+        "descent",
+        TrainConfig,
+        descent.run,
+        "batched gradient descent with restarts and a Newton finish",
+        descent.COLUMNS,
     ),
     "two_phase_sgd": Procedure(
-        "two_phase_sgd", two_phase_sgd.SGDConfig, two_phase_sgd.run, "adversarial init, then SGD (L5)"
+        "two_phase_sgd",
+        two_phase_sgd.SGDConfig,
+        two_phase_sgd.run,
+        "adversarial init, then SGD (L5)",
+        two_phase_sgd.COLUMNS,
     ),
 }
 

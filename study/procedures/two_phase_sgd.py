@@ -29,9 +29,22 @@ from study.procedures.sgd_phases import (
     clean_phase,
     sgd_phase,
 )
-from study.record import RunBatch
+from study.record import CriticalPoint, RunBatch
 
-__all__ = ["SGDConfig", "run"]
+__all__ = ["COLUMNS", "SGDConfig", "run"]
+# besides the record's core columns (classification has no landscape diagnostics of its own)
+COLUMNS = (
+    "phase1_train_acc",
+    "phase1_epochs",
+    "train_acc",
+    "test_acc",
+    "test_loss",
+    "epochs",
+    "init",
+    "regularization",
+    "hyp_regularized",
+    "hyp_adversarial_init",
+)
 
 
 def run(job: Job, seeds: list[int], *, progress: Callable[[int, int], None] | None = None) -> RunBatch:
@@ -85,11 +98,11 @@ def run(job: Job, seeds: list[int], *, progress: Callable[[int, int], None] | No
     test_loss = landscape.full_batch(safe, landscape.data.x_test, landscape.data.y_test, with_grad=False)[0]
     bad = diverged | ~finite | ~torch.isfinite(loss) | ~torch.isfinite(grad_norm)
     classes = [
-        "diverged"
+        CriticalPoint.DIVERGED
         if bool(bad[r])
-        else "global_minimum"
+        else CriticalPoint.GLOBAL_MINIMUM
         if float(train_acc[r]) >= c.target_acc
-        else "not_converged"
+        else CriticalPoint.NOT_CONVERGED
         for r in range(R)
     ]
     lam_min = lam_max = lam_lower = residual = nan
@@ -137,7 +150,7 @@ def run(job: Job, seeds: list[int], *, progress: Callable[[int, int], None] | No
             "init": c.init,
             "regularization": c.regularization,
             "final_lr": c.lr,
-            "converged": [cls == "global_minimum" for cls in classes],
+            "converged": [cls == CriticalPoint.GLOBAL_MINIMUM for cls in classes],
         }
     )
     frame["hyp_regularized"] = c.regularization

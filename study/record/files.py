@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.record.schema import RunBatch, migrate, stamp
+from study.record.schema import RunBatch, migrate, param_column, stamp
 
 ARRAY_KEYS = ("theta", "theta0", "eigenvalues", "curve", "curve_steps", "seed")
 
@@ -80,7 +80,7 @@ def trial_frame(
     frame.insert(0, "trial", trial)
     frame.insert(1, "seed_base", seed_base)
     for key, value in values.items():
-        frame[f"param_{key}"] = str(value) if isinstance(value, tuple | list) else value
+        frame[param_column(key)] = str(value) if isinstance(value, tuple | list) else value
     return stamp(frame, landscape)
 
 

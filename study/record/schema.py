@@ -14,6 +14,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -21,19 +22,40 @@ import pandas as pd
 
 SCHEMA_VERSION = 2
 
-CLASSES = (
-    "global_minimum",
-    "spurious_minimum",
-    "saddle",
-    "degenerate",
-    "not_converged",
-    "diverged",
-)
+
+class CriticalPoint(StrEnum):
+    """The class of a run's end point, the record's ``critical_point`` (SCIENCE.md, Vocabulary)."""
+
+    GLOBAL_MINIMUM = "global_minimum"
+    SPURIOUS_MINIMUM = "spurious_minimum"
+    SADDLE = "saddle"
+    DEGENERATE = "degenerate"
+    NOT_CONVERGED = "not_converged"
+    DIVERGED = "diverged"
+
+
+class Verdict(StrEnum):
+    """The re-verification's verdict on a certified spurious minimum, the record's ``verdict``
+    (:mod:`study.diagnostics.verify`; empty for runs it did not re-verify)."""
+
+    CONTRADICTION_CANDIDATE = "contradiction_candidate"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+
+
+CLASSES = tuple(c.value for c in CriticalPoint)
+VERDICTS = tuple(v.value for v in Verdict)  # the order summaries list them in
+COUNTEREXAMPLE_VERDICTS = (Verdict.CONTRADICTION_CANDIDATE.value, Verdict.CONFIRMED.value)
 
 HYPOTHESIS_PREFIX = "hyp_"
 PARAM_PREFIX = "param_"
 TRIAL_COLUMNS = ("trial", "seed_base")  # set by the driver; absent for runs made outside a hunt
 META_COLUMNS = ("landscape", "schema")
+
+
+def param_column(name: str) -> str:
+    """The runs-table column of the trial parameter ``name`` (e.g. ``param_k``)."""
+    return f"{PARAM_PREFIX}{name}"
 
 
 @dataclass(frozen=True)
@@ -81,7 +103,7 @@ class RunRecord:
 
     @property
     def certified_spurious(self) -> bool:
-        return self.critical_point == "spurious_minimum" and self.certified
+        return self.critical_point == CriticalPoint.SPURIOUS_MINIMUM and self.certified
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(RunRecord)}
@@ -173,11 +195,32 @@ def stamp(frame: pd.DataFrame, landscape: str) -> pd.DataFrame:
     return frame
 
 
+def is_certified_spurious(frame: pd.DataFrame) -> pd.Series:
+    """Boolean per run: classified spurious_minimum with a certificate (a counterexample candidate)."""
+    if not {"critical_point", "certified"} <= set(frame.columns):
+        return pd.Series(False, index=frame.index)
+    return (frame["critical_point"] == CriticalPoint.SPURIOUS_MINIMUM) & frame["certified"].map(_as_bool)
+
+
 def certified_spurious(frame: pd.DataFrame) -> pd.DataFrame:
-    """Rows classified spurious_minimum with a certificate (the counterexamples)."""
+    """The rows of :func:`is_certified_spurious`."""
     if not len(frame):
         return frame
-    return frame[(frame["critical_point"] == "spurious_minimum") & frame["certified"].map(_as_bool)]
+    return frame[is_certified_spurious(frame)]
+
+
+def is_counterexample(frame: pd.DataFrame) -> pd.Series:
+    """Boolean per run: THE counterexample predicate. With a ``verdict`` column (the hunt re-verified),
+    a run whose verdict is confirmed or contradiction_candidate; without one, a certified spurious
+    minimum."""
+    if "verdict" not in frame:
+        return is_certified_spurious(frame)
+    return frame["verdict"].isin(COUNTEREXAMPLE_VERDICTS)
+
+
+def counterexamples(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of :func:`is_counterexample`."""
+    return frame[is_counterexample(frame)] if len(frame) else frame
 
 
 # ---- older versions ----------------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.record import load_arrays, read_runs_table, trial_stem
+from study.record import PARAM_PREFIX, load_arrays, param_column, read_runs_table, trial_stem
 
 ARRAY_KEYS = ("theta", "eigenvalues", "seed")  # what reports read (not inits or loss curves)
-WIDTH_COLUMNS = ("param_n", "param_width", "param_hidden", "param_d1", "param_widths")
+WIDTH_COLUMNS = tuple(param_column(name) for name in ("n", "width", "hidden", "d1", "widths"))
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class HuntFolder:
 
     @property
     def param_columns(self) -> list[str]:
-        return [c for c in self.runs.columns if c.startswith("param_")]
+        return [c for c in self.runs.columns if c.startswith(PARAM_PREFIX)]
 
     def stacked(self, rows: pd.DataFrame, key: str) -> np.ndarray | None:
         """``arrays[key]`` for ``rows`` in their order, ``(len(rows), P)``; None if any is missing or

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from study.diagnostics.critical import CLASSES
+from study.record import CLASSES, PARAM_PREFIX, CriticalPoint
+from study.record import is_certified_spurious as certified_spurious
 from study.record.files import read_csv
 from study.reports import plots
 from study.reports.extension import LandscapeReport, landscape_report
@@ -22,7 +23,6 @@ from study.reports.summary import (
 )
 from study.reports.tables import (
     basin_table,
-    certified_spurious,
     configuration_table,
     interval_text,
     markdown_table,
@@ -131,7 +131,7 @@ def _configurations_section(
     )
     lines += ["", markdown_table(shown)]
     total = int(certified_spurious(hunt.runs).sum())
-    spurious_any = int((hunt.runs["critical_point"] == "spurious_minimum").sum())
+    spurious_any = int((hunt.runs["critical_point"] == CriticalPoint.SPURIOUS_MINIMUM).sum())
     lines.append("")
     if total == 0:
         lines.append(
@@ -163,7 +163,7 @@ def _basin_section(hunt: HuntFolder, extras: LandscapeReport, lines: list[str], 
         ],
     )
     lines += ["", markdown_table(shown)]
-    params = [c.removeprefix("param_") for c in hunt.param_columns]
+    params = [c.removeprefix(PARAM_PREFIX) for c in hunt.param_columns]
     axis = extras.basin_axis(table)
     if axis is not None:
         table, x, line_keys, xlabel = axis
@@ -171,7 +171,7 @@ def _basin_section(hunt: HuntFolder, extras: LandscapeReport, lines: list[str], 
         width = width_column(hunt)
         if width is None:
             return []
-        x = width.removeprefix("param_")
+        x = width.removeprefix(PARAM_PREFIX)
         line_keys = [p for p in params if p != x and table[p].nunique() > 1]
         xlabel = x
     if table[x].nunique() < 2:

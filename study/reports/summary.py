@@ -13,8 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from study.diagnostics.verify import VERDICTS
-from study.record import atomic_write, read_runs_table
+from study.record import PARAM_PREFIX, VERDICTS, atomic_write, is_certified_spurious, read_runs_table
 from study.record.files import read_csv
 from study.reports.tables import markdown_table
 
@@ -163,7 +162,7 @@ def summary_markdown(out: Path) -> str:
             + ", ".join(f"{tally.get(v, 0)} {v.replace('_', ' ')}" for v in VERDICTS)
             + ' (MLflow: filter `tags.verdict = "confirmed"`)'
         )
-        params = [c for c in found.columns if c.startswith("param_")]
+        params = [c for c in found.columns if c.startswith(PARAM_PREFIX)]
         columns = [
             "verdict",
             "trial",
@@ -184,9 +183,7 @@ def summary_markdown(out: Path) -> str:
     else:
         certified = 0
         if {"critical_point", "certified"} <= set(runs.columns):
-            certified = int(
-                ((runs["critical_point"] == "spurious_minimum") & runs["certified"].astype(bool)).sum()
-            )
+            certified = int(is_certified_spurious(runs).sum())
         lines.append(
             "None: no certified spurious minimum was found."
             if certified == 0

@@ -8,8 +8,10 @@ from typing import Any
 
 import pandas as pd
 
+from study.record import CriticalPoint, param_column
+from study.record import is_certified_spurious as certified_spurious
 from study.record.schema import CLASSES, HYPOTHESIS_PREFIX, PARAM_PREFIX
-from study.reports.tables import binomial_interval, certified_spurious
+from study.reports.tables import binomial_interval
 
 #: verdicts that say a not-converged run ended at a non-differentiable critical point
 NONDIFFERENTIABLE = ("nondifferentiable minimum", "nondifferentiable, escaped")
@@ -62,9 +64,9 @@ def grid_comparison(
     ``confidence``, the published rate (a fraction) where given, and whether it lies outside our interval
     (None where no published rate is given)."""
     rows = []
-    for (k, n), group in runs.groupby(["param_k", "param_n"], sort=True):
+    for (k, n), group in runs.groupby([param_column("k"), param_column("n")], sort=True):
         count = int(certified_spurious(group).sum())
-        classified = int((group["critical_point"] == "spurious_minimum").sum())
+        classified = int((group["critical_point"] == CriticalPoint.SPURIOUS_MINIMUM).sum())
         low, high = binomial_interval(count, len(group), confidence=confidence)
         ref = (published or {}).get((int(k), int(n)), math.nan)
         rows.append(

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from study.diagnostics.critical import CLASSES
+from study.record import CLASSES, PARAM_PREFIX, CriticalPoint, is_certified_spurious
 from study.reports.hunt import WIDTH_COLUMNS, HuntFolder
 
 
@@ -34,22 +34,16 @@ def groups(runs: pd.DataFrame, columns: list[str]) -> list[tuple[dict[str, Any],
     return out
 
 
-def certified_spurious(runs: pd.DataFrame) -> pd.Series:
-    """Boolean per run: a certified spurious minimum (a counterexample candidate)."""
-    certified = runs["certified"].astype(bool) if "certified" in runs else False
-    return (runs["critical_point"] == "spurious_minimum") & certified
-
-
 def configuration_table(hunt: HuntFolder) -> pd.DataFrame:
     """Per configuration (the param_ columns): runs, counts per class, certified spurious rate with a 95%
     Wilson interval and lowest certified spurious loss."""
     params = hunt.param_columns
     rows = []
     for values, group in groups(hunt.runs, params):
-        spurious = certified_spurious(group)
+        spurious = is_certified_spurious(group)
         count = int(spurious.sum())
         low, high = binomial_interval(count, len(group))
-        row: dict[str, Any] = {c.removeprefix("param_"): v for c, v in values.items()}
+        row: dict[str, Any] = {c.removeprefix(PARAM_PREFIX): v for c, v in values.items()}
         row["runs"] = len(group)
         for cls in CLASSES:
             row[cls] = int((group["critical_point"] == cls).sum())
@@ -73,10 +67,10 @@ def basin_table(hunt: HuntFolder) -> pd.DataFrame:
         return pd.DataFrame()
     rows = []
     for values, group in groups(hunt.runs, hunt.param_columns):
-        reached = int((group["critical_point"] == "global_minimum").sum())
+        reached = int((group["critical_point"] == CriticalPoint.GLOBAL_MINIMUM).sum())
         low, high = binomial_interval(reached, len(group))
         bump = pd.to_numeric(group["line_largest_bump"], errors="coerce")
-        row: dict[str, Any] = {c.removeprefix("param_"): v for c, v in values.items()}
+        row: dict[str, Any] = {c.removeprefix(PARAM_PREFIX): v for c, v in values.items()}
         row.update(
             runs=len(group),
             reached=reached / len(group),

@@ -7,9 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from study.record import CriticalPoint, counterexamples
 from study.record import certified_spurious as _certified_spurious
-
-COUNTEREXAMPLE_VERDICTS = ("confirmed", "contradiction_candidate")  # study.diagnostics.verify
 
 
 def objective_value(name: str, frame: pd.DataFrame, values: dict[str, Any]) -> float:
@@ -17,25 +16,17 @@ def objective_value(name: str, frame: pd.DataFrame, values: dict[str, Any]) -> f
     if name == "spurious_rate":
         return float(len(_certified_spurious(frame)) / max(1, len(frame)))
     if name == "classified_spurious_rate":
-        return float((frame["critical_point"] == "spurious_minimum").mean())
+        return float((frame["critical_point"] == CriticalPoint.SPURIOUS_MINIMUM).mean())
     if name == "max_gap":
         gaps = _certified_spurious(frame)["loss_gap"]
         return float(gaps.max()) if len(gaps) else 0.0
     if name == "overparameterization":
         return float(values["n"] - values["k"])
     if name == "non_global_rate":
-        return float((frame["critical_point"] != "global_minimum").mean())
+        return float((frame["critical_point"] != CriticalPoint.GLOBAL_MINIMUM).mean())
     if name == "test_error":
         return float(1.0 - frame["test_acc"].mean())
     raise ValueError(f"unknown objective {name!r}")
-
-
-def counterexamples(frame: pd.DataFrame) -> pd.DataFrame:
-    """The re-verified counterexamples (verdict confirmed or contradiction_candidate); the certified
-    spurious minima when the hunt did not re-verify (no verdict column)."""
-    if "verdict" not in frame:
-        return _certified_spurious(frame)
-    return frame[frame["verdict"].isin(COUNTEREXAMPLE_VERDICTS)]
 
 
 def trial_summary(frame: pd.DataFrame) -> dict[str, Any]:

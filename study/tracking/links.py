@@ -25,6 +25,7 @@ from urllib.parse import quote, urlencode
 from mlflow.tracking import MlflowClient
 
 from study.diagnostics.verify import VERDICT_TAG
+from study.record import CriticalPoint, Verdict
 
 DEFAULT_UI = "http://127.0.0.1:5000"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -39,8 +40,10 @@ VIEW_TAGS = (VERDICT_TAG,)
 # The runs a reviewer opens first: re-verified counterexamples (verdict confirmed or
 # contradiction_candidate, study.diagnostics.verify; runs without the tag do not match `!=`), and
 # certified spurious minima in a hunt that did not re-verify.
-VERIFIED_FILTER = f"tags.{VERDICT_TAG} != 'rejected'"
-COUNTEREXAMPLE_FILTER = "tags.critical_point = 'spurious_minimum' and tags.certified = 'true'"
+VERIFIED_FILTER = f"tags.{VERDICT_TAG} != '{Verdict.REJECTED}'"
+COUNTEREXAMPLE_FILTER = (
+    f"tags.critical_point = '{CriticalPoint.SPURIOUS_MINIMUM}' and tags.certified = 'true'"
+)
 
 
 def is_server(tracking_uri: str) -> bool:

@@ -23,7 +23,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from study.diagnostics.verify import VERDICT_TAG
-from study.record import RunBatch
+from study.record import CriticalPoint, RunBatch, is_counterexample
 from study.record.schema import HYPOTHESIS_PREFIX, META_COLUMNS, PARAM_PREFIX, TRIAL_COLUMNS
 from study.tracking import naming
 from study.tracking.links import EXPERIMENT_KIND_TAG, MODEL_TRAINING
@@ -186,6 +186,7 @@ class HuntTracker:
                 **{f"trial.{k}": v for k, v in values.items()},
                 "trial.number": trial_number,
             }
+            counterexample = is_counterexample(frame).to_numpy()
             for row_index, row in enumerate(frame.itertuples(index=False)):
                 data = row._asdict()
                 seed = int(data["seed"])
@@ -216,7 +217,7 @@ class HuntTracker:
                     PARENT: trial_run_id,
                     "mlflow.runName": naming.run_name(data, values),
                     NOTE: naming.description(data, values, trial=trial_number)[:5000],
-                    "counterexample": "true" if naming.is_counterexample(data) else "false",
+                    "counterexample": "true" if counterexample[row_index] else "false",
                 }
                 for name, value in data.items():
                     if name.startswith(HYPOTHESIS_PREFIX):
@@ -264,7 +265,8 @@ class HuntTracker:
         chosen = [
             (key, i, data)
             for key, logged, i, data in records
-            if logged.tags["critical_point"] == "spurious_minimum" and logged.tags["certified"] == "true"
+            if logged.tags["critical_point"] == CriticalPoint.SPURIOUS_MINIMUM
+            and logged.tags["certified"] == "true"
         ]
         if not chosen:
             return
@@ -272,7 +274,7 @@ class HuntTracker:
         from study.reports.plots import spectrum_plot
 
         classes = batch.frame["critical_point"].to_numpy()
-        global_rows = np.flatnonzero(classes == "global_minimum")
+        global_rows = np.flatnonzero(classes == CriticalPoint.GLOBAL_MINIMUM)
         reference = batch.eigenvalues[global_rows[0]] if len(global_rows) else None
         with tempfile.TemporaryDirectory() as tmp:
             for key, i, data in chosen:

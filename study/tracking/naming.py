@@ -12,20 +12,20 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from study.record.schema import HYPOTHESIS_PREFIX
+from study.record.schema import HYPOTHESIS_PREFIX, CriticalPoint, Verdict
 
-HEADLINES = {  # critical-point class -> the first word of a run's name
-    "global_minimum": "global",
-    "spurious_minimum": "spurious-uncertified",
-    "saddle": "saddle",
-    "degenerate": "degenerate",
-    "not_converged": "not-converged",
-    "diverged": "diverged",
+HEADLINES: dict[str, str] = {  # critical-point class -> the first word of a run's name
+    CriticalPoint.GLOBAL_MINIMUM: "global",
+    CriticalPoint.SPURIOUS_MINIMUM: "spurious-uncertified",
+    CriticalPoint.SADDLE: "saddle",
+    CriticalPoint.DEGENERATE: "degenerate",
+    CriticalPoint.NOT_CONVERGED: "not-converged",
+    CriticalPoint.DIVERGED: "diverged",
 }
-VERDICT_HEADLINES = {  # verdict of the re-verification (study.diagnostics.verify)
-    "contradiction_candidate": "CONTRADICTION?",
-    "confirmed": "SPURIOUS",
-    "rejected": "spurious-rejected",
+VERDICT_HEADLINES: dict[str, str] = {  # verdict of the re-verification (study.diagnostics.verify)
+    Verdict.CONTRADICTION_CANDIDATE: "CONTRADICTION?",
+    Verdict.CONFIRMED: "SPURIOUS",
+    Verdict.REJECTED: "spurious-rejected",
 }
 # Certificate fields of the run record copied into certificate.json (those present in the row).
 CERTIFICATE_FIELDS = (
@@ -75,13 +75,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def is_counterexample(row: Mapping[str, Any]) -> bool:
-    """A certified spurious minimum whose re-verification (when it ran) did not reject it."""
-    if row.get("verdict"):
-        return str(row["verdict"]) in ("confirmed", "contradiction_candidate")
-    return str(row.get("critical_point")) == "spurious_minimum" and _certified(row)
-
-
 def _certified(row: Mapping[str, Any]) -> bool:
     value = row.get("certified", False)
     return value.strip().lower() == "true" if isinstance(value, str) else bool(value)
@@ -92,9 +85,9 @@ def headline(row: Mapping[str, Any]) -> str:
     if row.get("verdict"):
         return VERDICT_HEADLINES.get(str(row["verdict"]), str(row["verdict"]))
     cls = str(row.get("critical_point", ""))
-    if cls == "spurious_minimum" and _certified(row):
+    if cls == CriticalPoint.SPURIOUS_MINIMUM and _certified(row):
         return "SPURIOUS"
-    if cls == "saddle" and math.isfinite(_number(row.get("n_negative"))):
+    if cls == CriticalPoint.SADDLE and math.isfinite(_number(row.get("n_negative"))):
         return f"saddle-i{int(_number(row['n_negative']))}"
     return HEADLINES.get(cls, cls or "run")
 

@@ -8,10 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from study.landscapes.registry import LANDSCAPES, default_procedure
+from study.landscapes.registry import LANDSCAPES, default_procedure, make_landscape
 from study.procedures.registry import PROCEDURES
 from study.record import CORE_COLUMNS, RunBatch, records
+from study.record.schema import HYPOTHESIS_PREFIX
 from study.runs import RunSpec, run_replicas
 from study.spec import PipelineError, parse_pipeline
 
@@ -100,6 +102,16 @@ def test_procedure_contract(name: str) -> None:
     assert list(batch.frame["seed"]) == SEEDS
     typed = records(batch.frame)  # every core column of the run record is there and typed
     assert {c for c in CORE_COLUMNS} <= set(batch.frame.columns) and len(typed) == R
+    # and nothing undeclared: the core columns, the procedure's declared ones, the landscape's namespace
+    landscape = make_landscape(spec.landscape, spec.params)
+    namespace = set(landscape.run_diagnostics(torch.as_tensor(batch.theta, dtype=torch.float64)))
+    namespace |= {f"{HYPOTHESIS_PREFIX}{k}" for k in landscape.hypotheses()}
+    declared = set(CORE_COLUMNS) | set(PROCEDURES[name].columns) | namespace
+    written = set(batch.frame.columns)
+    assert written == declared, (
+        sorted(written - declared),
+        sorted(declared - written),
+    )  # undeclared, missing
     # batched == one at a time (each replica depends only on its seed)
     alone = run_replicas(spec, [SEEDS[1]])
     np.testing.assert_allclose(batch.theta[1], alone.theta[0], rtol=0, atol=1e-9)

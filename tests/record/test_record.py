@@ -11,6 +11,7 @@ from study.record import (
     CORE_COLUMNS,
     SCHEMA_VERSION,
     RunBatch,
+    is_counterexample,
     load_runs,
     read_runs_table,
     records,
@@ -100,6 +101,21 @@ def test_a_half_written_trial_csv_is_skipped_and_tables_stay_current(tmp_path):
     assert list(runs["seed"]) == [0, 1]
     assert list(pd.read_csv(tmp_path / "runs.csv")["seed"]) == [0, 1]
     assert not list(tmp_path.glob("**/*.tmp*"))  # no temporary files left behind
+
+
+def test_one_counterexample_predicate():
+    frame = pd.DataFrame(
+        {
+            "critical_point": ["spurious_minimum", "spurious_minimum", "saddle", "spurious_minimum"],
+            "certified": [True, False, True, "True"],
+        }
+    )
+    assert is_counterexample(frame).tolist() == [True, False, False, True]  # not re-verified: certified
+    frame["verdict"] = ["rejected", "", "", "contradiction_candidate"]
+    assert is_counterexample(frame).tolist() == [False, False, False, True]  # re-verified: its verdict
+    frame.loc[0, "verdict"] = "confirmed"
+    assert is_counterexample(frame).tolist() == [True, False, False, True]
+    assert not is_counterexample(pd.DataFrame()).any()
 
 
 def test_a_missing_core_column_is_named():

@@ -45,7 +45,6 @@ def test_names_say_what_a_run_is():
     )
     assert naming.headline({"critical_point": "saddle", "n_negative": 2}) == "saddle-i2"
     assert naming.trial_name(3, {"k": 8, "excess": 0, "n": 8}) == "trial 3: k=8 excess=0 n=8"
-    assert naming.is_counterexample(row) and not naming.is_counterexample({**row, "verdict": "rejected"})
 
 
 def test_counterexample_run_stands_out_in_mlflow(tmp_path):
