@@ -282,3 +282,18 @@ class RunBatch:
             "curve_steps": self.curve_steps,
             "seed": self.frame["seed"].to_numpy(),
         }
+
+
+def loss_history(
+    curve_steps: np.ndarray, curve: np.ndarray, total_steps: int, final_loss: float
+) -> list[tuple[int, float]]:
+    """One run's loss curve as (step, loss) pairs: its finite grid samples before ``total_steps``,
+    then the final loss at ``total_steps`` (so the first and the last step are always there)."""
+    history = [
+        (int(s), float(v))
+        for s, v in zip(curve_steps, curve, strict=False)
+        if int(s) < total_steps and math.isfinite(float(v))
+    ]
+    if math.isfinite(final_loss) or not history:
+        history.append((int(total_steps), float(final_loss)))
+    return history

@@ -23,12 +23,11 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from study.diagnostics.verify import VERDICT_TAG
-from study.record import CriticalPoint, RunBatch, is_counterexample
+from study.record import CriticalPoint, RunBatch, is_counterexample, loss_history
 from study.record.schema import HYPOTHESIS_PREFIX, META_COLUMNS, PARAM_PREFIX, TRIAL_COLUMNS
 from study.tracking import naming
 from study.tracking.links import EXPERIMENT_KIND_TAG, MODEL_TRAINING
 from study.tracking.writers import RunToLog, make_writer
-from study.training.gd import loss_history
 
 TAG_HUNT = "minima_hunt.hunt"
 TAG_KIND = "minima_hunt.kind"  # hunt | trial | run

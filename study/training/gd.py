@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -81,7 +80,7 @@ class TrainResult:
     stop_reason: list[str]  # per replica: converged, max_steps, stalled or diverged
     curve_steps: Tensor  # (C,) log-spaced step indices where the loss curve was sampled
     curve: Tensor  # (R, C) loss at those steps (NaN once a replica has stopped); the final loss
-    # at total_steps completes it (see loss_history)
+    # at total_steps completes it (see study.record.loss_history)
     seconds: float
     newton_steps: Tensor | None = None  # (R,) accepted Newton steps (included in steps)
 
@@ -383,18 +382,3 @@ def grid_columns(grid: Tensor, step: Tensor) -> tuple[Tensor, Tensor]:
     """For steps ``(A,)``: whether each is on the sorted ``grid (C,)`` and its column there."""
     column = torch.searchsorted(grid, step).clamp(max=max(0, grid.numel() - 1))
     return grid[column] == step, column
-
-
-def loss_history(
-    curve_steps: np.ndarray, curve: np.ndarray, total_steps: int, final_loss: float
-) -> list[tuple[int, float]]:
-    """One run's loss curve as (step, loss) pairs: its finite grid samples before ``total_steps``,
-    then the final loss at ``total_steps`` (so the first and the last step are always there)."""
-    history = [
-        (int(s), float(v))
-        for s, v in zip(curve_steps, curve, strict=False)
-        if int(s) < total_steps and math.isfinite(float(v))
-    ]
-    if math.isfinite(final_loss) or not history:
-        history.append((int(total_steps), float(final_loss)))
-    return history

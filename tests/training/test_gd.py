@@ -4,8 +4,9 @@ import torch
 
 from study.landscapes.base import Landscape, seeded_normal
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
+from study.record import loss_history
 from study.runs import RunSpec, run_replicas
-from study.training.gd import TrainConfig, loss_history, train
+from study.training.gd import TrainConfig, train
 
 torch.set_num_threads(1)
 
