@@ -30,8 +30,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     from study.cli_hunt import print_links
     from study.progress import library_logs
     from study.reports.hunt import hunt_name
-    from study.reports.report import build_report, log_report
-    from study.tracking.mlflow_sink import default_tracking_uri
+    from study.reports.report import build_report
+    from study.tracking.mlflow_sink import default_tracking_uri, log_report
 
     library_logs(verbose=args.verbose, quiet=args.quiet)
     out = hunt_folder(args.target)

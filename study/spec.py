@@ -15,22 +15,23 @@ from typing import Any
 
 import yaml
 
+from study import choices
 from study.diagnostics.critical import DiagnosticsConfig
-from study.dispatch.resources import Resources, parse_resources
 from study.errors import PipelineError
 from study.expressions import evaluate
 from study.landscapes.base import DTYPES, INIT_SCHEMES
 from study.landscapes.registry import LANDSCAPES, default_procedure, landscape_config, supports_objective
 from study.procedures.registry import PROCEDURES, procedure
 from study.runs import RunSpec
-from study.search import choices
 from study.spec_fields import (
     ParamSpec,
+    Resources,
     apply_overrides,
     checked_options,
     choice,
     dataclass_from,
     param_spec,
+    parse_resources,
     typed,
 )
 
@@ -100,7 +101,7 @@ class HuntSpec:
     chunk_size: int = 32
     seed: int = 0
     objective: tuple[str, ...] = ("spurious_rate",)
-    sampler: str = "tpe"  # "grid" or an Optuna sampler by name (study.search.choices)
+    sampler: str = "tpe"  # "grid" or an Optuna sampler by name (study.choices)
     sampler_options: dict[str, Any] = field(default_factory=dict)  # its constructor's options
     pruner: str = "none"  # an Optuna pruner by name, or rate_bound; off by default
     pruner_options: dict[str, Any] = field(default_factory=dict)
@@ -108,7 +109,7 @@ class HuntSpec:
     overrides: tuple[str, ...] = ()  # FIELD=VALUE changes given on the command line
     trials: int = 20
     dtype: str = "float64"
-    resources: Resources = Resources()  # what one chunk asks Ray for (study.dispatch.resources)
+    resources: Resources = Resources()  # what one chunk asks Ray for (study.spec_fields)
     max_inflight: int = 0  # 0: enough trials in flight to keep every CPU busy
     source: str = "<memory>"
 

@@ -15,13 +15,32 @@ MODULES = {
     ".".join(p.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__"): p
     for p in ROOT.rglob("*.py")
 }
-#: a room -> the rooms of ``study`` it may import (besides itself)
-BELOW = {
-    "study.record": set(),
-    "study.errors": set(),
-    "study.landscapes": {"study.record"},  # the record's names (classes, the counterexample predicate)
-    "study.training": {"study.landscapes", "study.record"},
+#: every room of ``study``, lowest first, as docs/DESIGN.md draws them: a room imports only rooms of
+#: lower layers (the commands at the top import anything); ``study`` itself (the package) is no room
+LAYERS: list[set[str]] = [
+    {"study.record", "study.errors", "study.telemetry", "study.choices", "study.progress"},
+    {"study.expressions"},
+    {"study.landscapes"},
+    {"study.training"},
+    {"study.diagnostics"},
+    {"study.procedures"},
+    {"study.runs"},
+    {"study.spec_fields"},
+    {"study.spec"},
+    {"study.reports"},
+    {"study.tracking"},
+    {"study.dispatch"},
+    {"study.search"},
+]
+COMMANDS = {
+    "study.cli",
+    "study.cli_hunt",
+    "study.cli_report",
+    "study.cli_cluster",
+    "study.certify",
+    "study.bench",
 }
+LAYER = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 #: a landscape's report module (named by its registry entry, imported only by study.reports.extension)
 #: builds on the generic report room, so it may import the rooms the report does
 REPORT_PLUGIN_MAY_IMPORT = {"study.reports", "study.record", "study.diagnostics"}
@@ -68,13 +87,19 @@ def room(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
-@pytest.mark.parametrize("lower", sorted(BELOW))
-def test_lower_rooms_import_nothing_above_them(lower: str) -> None:
+def test_every_room_has_its_place_in_the_layers() -> None:
+    rooms = {room(m) for m in MODULES} - {"study"}
+    assert rooms == set(LAYER) | COMMANDS, sorted(rooms ^ (set(LAYER) | COMMANDS))
+
+
+@pytest.mark.parametrize("lower", sorted(LAYER))
+def test_rooms_import_only_rooms_below_them(lower: str) -> None:
     plugins = report_plugins()
+    below = {name for name, i in LAYER.items() if i < LAYER[lower]} | {"study"}
     for module, path in MODULES.items():
         if room(module) != lower:
             continue
-        allowed = BELOW[lower] | (REPORT_PLUGIN_MAY_IMPORT if module in plugins else set())
+        allowed = below | (REPORT_PLUGIN_MAY_IMPORT if module in plugins else set())
         above = {m for m in imports(path) if room(m) != lower and room(m) not in allowed}
         assert not above, f"{module} imports {sorted(above)}"
 

@@ -30,9 +30,8 @@ from torch import Tensor
 
 from study.diagnostics.critical import DiagnosticsConfig, classify, escape_test, label_against
 from study.landscapes.base import Landscape
-from study.landscapes.teacher_student_families import family_key
 from study.record import schema
-from study.record.schema import CriticalPoint, is_certified_spurious
+from study.record.schema import CriticalPoint, family_key, is_certified_spurious
 from study.training.gd import TrainConfig, train
 
 VERDICT_TAG = "verdict"  # the MLflow tag a reviewer filters on: tags.verdict = "confirmed"

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from study.dispatch import ray_pool
-from study.dispatch.resources import Resources
 from study.record import RunBatch
 from study.runs import RunSpec
+from study.spec_fields import Resources
 
 Key = TypeVar("Key")
 

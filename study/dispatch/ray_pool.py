@@ -13,9 +13,9 @@ import ray
 
 from study.dispatch import local_ray
 from study.dispatch.local_ray import LocalNode
-from study.dispatch.resources import Resources
 from study.record import RunBatch
 from study.runs import RunSpec, run_replicas, verify_batch
+from study.spec_fields import Resources
 from study.telemetry import TELEMETRY_OFF
 
 

@@ -28,13 +28,12 @@ the returned representative holds the original, unrounded entries.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from study.record.schema import is_certified_spurious
+from study.record.schema import family_key, is_certified_spurious
 
 DEFAULT_TOL = 1e-6
 FAMILY_COLUMNS = (
@@ -176,13 +175,6 @@ def symmetry_invariants(
     else:
         col_part = col_lines
     return np.concatenate([row_part.ravel(), col_part.ravel()]) + 0.0
-
-
-def family_key(loss: float, eigenvalues: np.ndarray, invariants: np.ndarray, *, decimals: int = 5) -> str:
-    """A short display key: the loss and a digest of the rounded spectrum and invariants."""
-    rounded = np.round(np.concatenate([np.sort(eigenvalues), invariants]), decimals) + 0.0
-    digest = hashlib.sha1(np.ascontiguousarray(rounded).tobytes()).hexdigest()[:10]
-    return f"{loss:.6g}-{digest}"
 
 
 def isotropy_rows(W: np.ndarray, *, identity_teacher: bool = True, tol: float = DEFAULT_TOL) -> int:

@@ -16,7 +16,7 @@ from study.landscapes.teacher_student_families import FAMILY_COLUMNS, spurious_f
 from study.record import PARAM_PREFIX, CriticalPoint, param_column
 from study.record import is_certified_spurious as certified_spurious
 from study.reports import plots
-from study.reports.hunt import HuntFolder, fixed_from_mlflow
+from study.reports.hunt import HuntFolder, recorded_fixed
 from study.reports.tables import binomial_interval, groups, markdown_table
 
 Families = tuple[pd.DataFrame, list[str]]  # the families table and notes on what was skipped
@@ -34,7 +34,7 @@ class TeacherStudentReport:
         if len(hunt.runs):
             needs_fixed = not {param_column("k"), param_column("n")} <= set(hunt.runs.columns)
             if fixed is None and needs_fixed:
-                fixed = fixed_from_mlflow(hunt)
+                fixed = recorded_fixed(hunt)
             families, notes = families_table(hunt, fixed)
         path = folder / "families.csv"
         families.to_csv(path, index=False)

@@ -11,6 +11,7 @@ Schema versions: 1 (before this module) wrote no ``landscape`` and no ``schema``
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -207,6 +208,14 @@ def certified_spurious(frame: pd.DataFrame) -> pd.DataFrame:
     if not len(frame):
         return frame
     return frame[is_certified_spurious(frame)]
+
+
+def family_key(loss: float, eigenvalues: np.ndarray, invariants: np.ndarray, *, decimals: int = 5) -> str:
+    """The ``family`` column's key: the loss and a digest of the rounded spectrum and invariants
+    (end points with equal keys are one family of critical points)."""
+    rounded = np.round(np.concatenate([np.sort(eigenvalues), invariants]), decimals) + 0.0
+    digest = hashlib.sha1(np.ascontiguousarray(rounded).tobytes()).hexdigest()[:10]
+    return f"{loss:.6g}-{digest}"
 
 
 def is_counterexample(frame: pd.DataFrame) -> pd.Series:

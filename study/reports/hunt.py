@@ -87,41 +87,17 @@ def load_hunt(out: Path) -> HuntFolder:
     return HuntFolder(out=out, name=hunt_name(out), landscape=landscape, runs=runs, arrays=arrays)
 
 
-# ---- MLflow ----------------------------------------------------------------------------------------
-def fixed_from_mlflow(hunt: HuntFolder) -> dict[str, Any]:
-    """The pipeline's fixed values from the hunt run's ``fixed`` parameter (empty when unavailable)."""
-    if not (hunt.out / "mlflow.db").is_file():
-        return {}
+# ---- what the driver recorded --------------------------------------------------------------------
+def hunt_record(out: Path) -> dict[str, Any]:
+    """``OUT/hunt.json`` (what the driver recorded about the hunt), empty when absent."""
     try:
-        client, run_id = hunt_run(hunt.out, None, hunt.name)
-        value = client.get_run(run_id).data.params.get("fixed", "{}")
-        fixed = json.loads(value)
-    except (LookupError, ValueError):
+        data = json.loads((out / "hunt.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
         return {}
+    return data if isinstance(data, dict) else {}
+
+
+def recorded_fixed(hunt: HuntFolder) -> dict[str, Any]:
+    """The pipeline's fixed values as the driver recorded them (``fixed`` in ``OUT/hunt.json``)."""
+    fixed = hunt_record(hunt.out).get("fixed")
     return fixed if isinstance(fixed, dict) else {}
-
-
-def hunt_run(out: Path, tracking_uri: str | None, name: str) -> tuple[Any, str]:
-    """(client, run id) of the hunt's parent run, tagged minima_hunt.kind = 'hunt': in the experiment
-    named after the hunt, else the only such run in the store. LookupError when there is none."""
-    from mlflow.tracking import MlflowClient
-
-    from study.tracking.mlflow_sink import TAG_KIND, default_tracking_uri
-
-    if tracking_uri is None and not (out / "mlflow.db").is_file():
-        raise LookupError(f"no MLflow store: {out / 'mlflow.db'} is missing and no tracking URI was given")
-    client = MlflowClient(tracking_uri=tracking_uri or default_tracking_uri(out))
-    experiments = client.search_experiments()
-    named = [e for e in experiments if e.name == name]
-    found = client.search_runs(
-        [e.experiment_id for e in named or experiments],
-        filter_string=f"tags.`{TAG_KIND}` = 'hunt'",
-        order_by=["attributes.start_time DESC"],
-        max_results=2,
-    )
-    if named and found:
-        return client, str(found[0].info.run_id)
-    if len(found) == 1:
-        return client, str(found[0].info.run_id)
-    what = "none" if not found else "several, and no experiment is named after the hunt"
-    raise LookupError(f"MLflow runs tagged {TAG_KIND} = 'hunt' for hunt {name!r}: {what}")

@@ -13,7 +13,7 @@ from study.record import is_certified_spurious as certified_spurious
 from study.record.files import read_csv
 from study.reports import plots
 from study.reports.extension import LandscapeReport, landscape_report
-from study.reports.hunt import HuntFolder, hunt_name, hunt_run, load_hunt
+from study.reports.hunt import HuntFolder, load_hunt
 from study.reports.summary import (
     completed,
     hunt_record,
@@ -45,7 +45,7 @@ def build_report(out_dir: Path, *, fixed: dict[str, Any] | None = None) -> Repor
     """Read a hunt folder (runs.csv + trials/*.npz) and write ``out_dir/report/``.
 
     ``fixed``: the pipeline's fixed landscape values, needed for families only when k or n is not a
-    searched parameter (default: read from the hunt's MLflow run in ``out_dir/mlflow.db`` if present).
+    searched parameter (default: as the driver recorded them in ``out_dir/hunt.json``).
     """
     hunt = load_hunt(Path(out_dir))
     folder = hunt.out / "report"
@@ -177,13 +177,3 @@ def _basin_section(hunt: HuntFolder, extras: LandscapeReport, lines: list[str], 
     if table[x].nunique() < 2:
         return []
     return [plots.basin_plot(table, x, line_keys, folder / "basin_vs_width.png", xlabel=xlabel)]
-
-
-# ---- MLflow ----------------------------------------------------------------------------------------
-def log_report(report: Report, *, tracking_uri: str | None = None, name: str | None = None) -> str:
-    """Log the report's files to the hunt's parent MLflow run under ``report/``; returns the run id.
-
-    The store is ``tracking_uri``, else ``OUT/mlflow.db``; LookupError when no hunt run is found."""
-    client, run_id = hunt_run(report.out, tracking_uri, name or hunt_name(report.out))
-    client.log_artifacts(run_id, str(report.folder), artifact_path="report")
-    return run_id

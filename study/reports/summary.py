@@ -7,7 +7,6 @@ Written by the driver when a hunt ends and included in ``study report``; it read
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,19 +14,11 @@ import pandas as pd
 
 from study.record import PARAM_PREFIX, VERDICTS, atomic_write, is_certified_spurious, read_runs_table
 from study.record.files import read_csv
+from study.reports.hunt import hunt_record
 from study.reports.tables import markdown_table
 
 BEST_SHOWN = 5
 COUNTEREXAMPLES_SHOWN = 50
-
-
-def hunt_record(out: Path) -> dict[str, Any]:
-    """``OUT/hunt.json`` (what the driver recorded about the hunt), empty when absent."""
-    try:
-        data = json.loads((out / "hunt.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def _space(search: list[dict[str, Any]]) -> str:

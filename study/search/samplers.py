@@ -9,7 +9,7 @@ from typing import Any
 
 import optuna
 
-from study.search import choices
+from study import choices
 from study.spec import HuntSpec, ParamSpec, sampler_options
 
 

@@ -15,7 +15,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,9 +25,13 @@ from mlflow.tracking import MlflowClient
 from study.diagnostics.verify import VERDICT_TAG
 from study.record import CriticalPoint, RunBatch, is_counterexample, loss_history
 from study.record.schema import HYPOTHESIS_PREFIX, META_COLUMNS, PARAM_PREFIX, TRIAL_COLUMNS
+from study.reports.hunt import hunt_name
 from study.tracking import naming
 from study.tracking.links import EXPERIMENT_KIND_TAG, MODEL_TRAINING
 from study.tracking.writers import RunToLog, make_writer
+
+if TYPE_CHECKING:
+    from study.reports.report import Report
 
 TAG_HUNT = "minima_hunt.hunt"
 TAG_KIND = "minima_hunt.kind"  # hunt | trial | run
@@ -336,3 +340,35 @@ def frame_of_runs(tracking_uri: str, experiment: str) -> pd.DataFrame:
             for r in runs
         ]
     )
+
+
+# ---- the hunt's run, found again (reports are logged to it) -----------------------------------------
+def hunt_run(out: Path, tracking_uri: str | None, name: str) -> tuple[Any, str]:
+    """(client, run id) of the hunt's parent run, tagged minima_hunt.kind = 'hunt': in the experiment
+    named after the hunt, else the only such run in the store. LookupError when there is none."""
+    if tracking_uri is None and not (out / "mlflow.db").is_file():
+        raise LookupError(f"no MLflow store: {out / 'mlflow.db'} is missing and no tracking URI was given")
+    client = MlflowClient(tracking_uri=tracking_uri or default_tracking_uri(out))
+    experiments = client.search_experiments()
+    named = [e for e in experiments if e.name == name]
+    found = client.search_runs(
+        [e.experiment_id for e in named or experiments],
+        filter_string=f"tags.`{TAG_KIND}` = 'hunt'",
+        order_by=["attributes.start_time DESC"],
+        max_results=2,
+    )
+    if named and found:
+        return client, str(found[0].info.run_id)
+    if len(found) == 1:
+        return client, str(found[0].info.run_id)
+    what = "none" if not found else "several, and no experiment is named after the hunt"
+    raise LookupError(f"MLflow runs tagged {TAG_KIND} = 'hunt' for hunt {name!r}: {what}")
+
+
+def log_report(report: Report, *, tracking_uri: str | None = None, name: str | None = None) -> str:
+    """Log the report's files to the hunt's parent MLflow run under ``report/``; returns the run id.
+
+    The store is ``tracking_uri``, else ``OUT/mlflow.db``; LookupError when no hunt run is found."""
+    client, run_id = hunt_run(report.out, tracking_uri, name or hunt_name(report.out))
+    client.log_artifacts(run_id, str(report.folder), artifact_path="report")
+    return run_id

@@ -7,7 +7,7 @@ import time
 
 from study.dispatch import local_ray, ray_pool
 from study.dispatch.pool import ChunkPool
-from study.dispatch.resources import Resources
+from study.spec_fields import Resources
 
 
 def settle(pool: ChunkPool, want: int, timeout: float = 90.0) -> int:

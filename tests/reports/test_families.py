@@ -8,11 +8,11 @@ import torch
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
 from study.landscapes.teacher_student_families import (
     canonical_form,
-    family_key,
     isotropy_rows,
     spurious_families,
     symmetry_invariants,
 )
+from study.record.schema import family_key
 
 
 def diagonal_isotropy_point(k: int) -> np.ndarray:

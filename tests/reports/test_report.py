@@ -9,8 +9,9 @@ import pytest
 from scipy import stats
 
 from study.cli import main
-from study.reports.report import build_report, log_report
+from study.reports.report import build_report
 from study.reports.tables import binomial_interval, interval_text
+from study.tracking.mlflow_sink import log_report
 
 K = 3
 SPECTRUM_GLOBAL = np.linspace(0.05, 2.0, K * K)

@@ -3,8 +3,8 @@ chunks fit in what the cluster has."""
 
 import pytest
 
-from study.dispatch.resources import Resources
 from study.spec import PipelineError, parse_pipeline
+from study.spec_fields import Resources
 from tests.cluster.conftest import TINY
 
 PIPELINE = {"name": "res", **TINY}
