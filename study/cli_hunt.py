@@ -21,12 +21,11 @@ def cmd_hunt(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from study.progress import library_logs
-    from study.search.driver import HuntOptions, run_hunt
+    from study.search.driver import HuntOptions, check_inputs, run_hunt
     from study.search.identity import HuntInputError
     from study.search.samplers import dashboard_command
     from study.spec import PipelineError, load_pipeline, spec_warnings
     from study.tracking.mlflow_sink import default_tracking_uri
-    from study.tracking.reach import check_reachable
 
     library_logs(verbose=args.verbose, quiet=args.quiet)
 
@@ -42,10 +41,6 @@ def cmd_hunt(args: argparse.Namespace) -> int:
     out = Path(args.out or f"runs/{spec.name}")
     storage = args.storage or os.environ.get("MINIMA_HUNT_STORAGE")
     tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    check_reachable(storage, "storage")  # an absent server is the one line, before any warning
-    check_reachable(tracking_uri, "tracking URI")
-    for warning in spec_warnings(spec, trials=args.trials, budgeted=deadline is not None):
-        print(f"study: warning: {warning}", file=sys.stderr)
     options = HuntOptions(
         out=out,
         storage=storage,
@@ -56,6 +51,12 @@ def cmd_hunt(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         deadline=deadline,
     )
+    try:  # memory, store URLs, the Ray address, servers, folders: the one line, before any warning
+        check_inputs(spec, options)
+    except HuntInputError as exc:
+        raise _usage_error(str(exc)) from None
+    for warning in spec_warnings(spec, trials=args.trials, budgeted=deadline is not None):
+        print(f"study: warning: {warning}", file=sys.stderr)
     print(
         f"hunt {spec.name}: {spec.landscape}, objective {', '.join(spec.objective)}, "
         f"sampler {spec.sampler}, results in {out}"
@@ -83,7 +84,20 @@ def cmd_hunt(args: argparse.Namespace) -> int:
     print(f"\nruns: {out / 'runs.csv'}   trials: {out / 'trials.csv'}   summary: {summary}")
     print_links(uri, spec.name)
     print(f"open the search: {dashboard_command(storage, out)}")
+    failure = all_failed(table)
+    if failure is not None:
+        print(f"study: {failure}", file=sys.stderr)
+        return 1
     return 0
+
+
+def all_failed(table: Any) -> str | None:
+    """When every finished trial of the hunt failed: one line with how many and the first one's reason."""
+    if not len(table) or "state" not in table or not (table["state"] == "FAIL").all():
+        return None
+    first = table.sort_values("trial").iloc[0]
+    reason = str(first.get("fail_reason") or "no reason recorded").strip().splitlines()
+    return f"all {len(table)} trial(s) failed; trial {int(first['trial'])}: {reason[-1] if reason else ''}"
 
 
 def budget_deadline(hours: float | None, until: str | None, *, now: float) -> float | None:

@@ -46,6 +46,9 @@ OBJECTIVES = {
 }
 REPEATS = ("accumulate", "skip")  # what a hunt does with a configuration it has already evaluated
 RUN_KEYS = ("init_scheme", "init_scale")  # searchable run settings besides landscape and procedure fields
+# metadata of the HuntSpec fields that say how a hunt is scheduled, not what its runs are (a hunt
+# resumes with them changed; search/identity.py leaves them out of the pipeline's identity)
+SCHEDULING = {"scheduling": True}
 __all__ = [
     "HuntSpec",
     "ParamSpec",
@@ -91,14 +94,14 @@ class HuntSpec:
     fixed: dict[str, Any]
     search: tuple[ParamSpec, ...]
     derived: dict[str, str] = field(default_factory=dict)
-    description: str = ""
+    description: str = field(default="", metadata=SCHEDULING)
     init_scheme: str = "xavier-normal"
     init_scale: float = 1.0
     procedure: str = ""  # "": the landscape's default procedure
     train: Any = None  # the procedure's configuration (None: its defaults)
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
     runs_per_trial: int = 64
-    chunk_size: int = 32
+    chunk_size: int = field(default=32, metadata=SCHEDULING)
     seed: int = 0
     objective: tuple[str, ...] = ("spurious_rate",)
     sampler: str = "tpe"  # "grid" or an Optuna sampler by name (study.choices)
@@ -106,12 +109,12 @@ class HuntSpec:
     pruner: str = "none"  # an Optuna pruner by name, or rate_bound; off by default
     pruner_options: dict[str, Any] = field(default_factory=dict)
     repeats: str = "accumulate"  # a repeated configuration: "accumulate" more seeds, or "skip" it
-    overrides: tuple[str, ...] = ()  # FIELD=VALUE changes given on the command line
-    trials: int = 20
+    overrides: tuple[str, ...] = field(default=(), metadata=SCHEDULING)  # FIELD=VALUE from the command line
+    trials: int = field(default=20, metadata=SCHEDULING)
     dtype: str = "float64"
-    resources: Resources = Resources()  # what one chunk asks Ray for (study.spec_fields)
-    max_inflight: int = 0  # 0: enough trials in flight to keep every CPU busy
-    source: str = "<memory>"
+    resources: Resources = field(default=Resources(), metadata=SCHEDULING)  # one chunk's Ray request
+    max_inflight: int = field(default=0, metadata=SCHEDULING)  # 0: enough to keep every CPU busy
+    source: str = field(default="<memory>", metadata=SCHEDULING)
 
     def __post_init__(self) -> None:
         name = self.procedure or default_procedure(self.landscape)
@@ -336,7 +339,7 @@ def spec_warnings(spec: HuntSpec, *, trials: int | None = None, budgeted: bool =
     return out
 
 
-def _corner_values(spec: HuntSpec) -> list[dict[str, Any]]:
+def corner_values(spec: HuntSpec) -> list[dict[str, Any]]:
     """A few sampled points at which to validate the landscape config: every corner of small spaces."""
     options = []
     for p in spec.search:
@@ -350,7 +353,7 @@ def _corner_values(spec: HuntSpec) -> list[dict[str, Any]]:
 
 
 def _check_corners(spec: HuntSpec) -> None:
-    for sampled in _corner_values(spec):
+    for sampled in corner_values(spec):
         try:
             values = spec.resolve(sampled)
         except PipelineError as exc:

@@ -27,6 +27,7 @@ LAYERS: list[set[str]] = [
     {"study.runs"},
     {"study.spec_fields"},
     {"study.spec"},
+    {"study.spec_memory"},
     {"study.reports"},
     {"study.tracking"},
     {"study.dispatch"},

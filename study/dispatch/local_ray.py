@@ -295,6 +295,22 @@ def _launch(
     process group of its own; returns once the node has written its address file there."""
     # short: Ray's socket paths under it must fit in 107 bytes
     temp_dir = Path(tempfile.mkdtemp(prefix="mh-ray-", dir="/tmp"))
+    try:
+        return _launch_in(temp_dir, command, env, die_with_parent, timeout, head=head)
+    except BaseException:  # a node that did not come up (or an interrupt) leaves no folder behind
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+
+
+def _launch_in(
+    temp_dir: Path,
+    command: list[str],
+    env: dict[str, str] | None,
+    die_with_parent: bool,
+    timeout: float,
+    *,
+    head: bool,
+) -> LocalNode:
     command = [part.replace("{MINIMA_HUNT_NODE_DIR}", str(temp_dir)) for part in command]
     full_env = {**os.environ, **loopback_env(), **(env or {}), "MINIMA_HUNT_NODE_DIR": str(temp_dir)}
     full_env.pop("RAY_ADDRESS", None)
@@ -315,12 +331,15 @@ def _launch(
     # once it is up
     address_file = temp_dir / "ray_current_cluster"
     deadline = time.monotonic() + timeout
-    while not (address_file.is_file() and address_file.read_text().strip()):
-        if process.poll() is not None or time.monotonic() > deadline:
-            tail = node.log_path.read_text(errors="replace")[-3000:]
-            node.stop(grace=5, keep_files=True)
-            why = "exited" if process.poll() is not None else f"not up after {timeout:.0f} s"
-            raise LocalRayError(f"a local Ray node {why} (log {node.log_path}):\n{tail}")
-        time.sleep(0.2)
+    try:
+        while not (address_file.is_file() and address_file.read_text().strip()):
+            if process.poll() is not None or time.monotonic() > deadline:
+                tail = node.log_path.read_text(errors="replace")[-3000:]
+                why = "exited" if process.poll() is not None else f"not up after {timeout:.0f} s"
+                raise LocalRayError(f"a local Ray node {why} ({temp_dir} removed); its log ends:\n{tail}")
+            time.sleep(0.2)
+    except BaseException:
+        node.stop(grace=5)  # its processes, and its folder
+        raise
     node.gcs_address = address_file.read_text().strip()
     return node

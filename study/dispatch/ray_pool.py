@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import socket
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +14,7 @@ import ray
 
 from study.dispatch import local_ray
 from study.dispatch.local_ray import LocalNode
+from study.errors import UsageError
 from study.record import RunBatch
 from study.runs import RunSpec, run_replicas, verify_batch
 from study.spec_fields import Resources
@@ -29,6 +31,32 @@ class ClusterInfo:
 
 
 _LOCAL: list[LocalNode] = []  # the head this process started (stopped by shutdown or at exit)
+PROBE_SECONDS = 5.0
+
+
+class UnreachableClusterError(UsageError):
+    """A Ray address where nothing answers (one line for the user)."""
+
+
+def check_address(address: str | None, *, timeout: float = PROBE_SECONDS) -> None:
+    """Raise :class:`UnreachableClusterError` unless something accepts a TCP connection at ``address``
+    (``HOST:PORT`` of a GCS, or ``ray://HOST:PORT`` of a client server) within ``timeout`` seconds:
+    ``ray.init`` would retry an absent head for minutes. ``None``, ``auto`` and ``local`` pass (Ray
+    finds or starts those itself)."""
+    if address is None or address in ("auto", "local"):
+        return
+    target = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UnreachableClusterError(f"--address: expected HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            return
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise UnreachableClusterError(
+            f"--address: no Ray cluster answers at {target} within {timeout:g} s ({why})"
+        ) from None
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> ClusterInfo:

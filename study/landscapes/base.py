@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -82,6 +83,12 @@ class Landscape(ABC):
         return grad.abs().amax(dim=-1)
 
     # ---- facts about the landscape ---------------------------------------------------------------
+    @staticmethod
+    def parameter_count(config: Any) -> int:
+        """P for ``config``, known without building the landscape (a hunt checks its memory with it);
+        -1 where it is not known (then nothing is checked)."""
+        return -1
+
     @property
     @abstractmethod
     def optimal_loss(self) -> float:
@@ -128,18 +135,29 @@ class Landscape(ABC):
         return theta
 
 
+# Seeds from 2**62 up (a hunt's SeedSequence seeds) draw from numpy's PCG64, which uses every bit of the
+# seed; smaller ones from torch's generator as always (it keeps only a seed's low 32 bits: 2**32 streams).
+WIDE_SEEDS = 2**62
+
+
 def seeded_normal(
     seeds: list[int], shape: tuple[int, ...], *, dtype: torch.dtype, device: torch.device
 ) -> Tensor:
     """Standard normal draws ``(R, *shape)``; replica r depends only on ``seeds[r]``.
 
     Drawn on the CPU in float64 and then cast and moved, so the same seed gives the same
-    initialization whichever chunk, device or dtype a run is computed in.
+    initialization whichever chunk, device or dtype a run is computed in. A seed below
+    :data:`WIDE_SEEDS` seeds torch's generator (draws as before; seeds equal modulo 2**32 draw alike),
+    one from :data:`WIDE_SEEDS` up seeds numpy's PCG64 through a SeedSequence of all its bits.
     """
     draws = []
-    for seed in seeds:
-        generator = torch.Generator(device="cpu").manual_seed(int(seed))
-        draws.append(torch.randn(shape, generator=generator, dtype=torch.float64))
+    for seed in map(int, seeds):
+        if seed >= WIDE_SEEDS:
+            draw = np.random.default_rng(seed).standard_normal(shape)
+            draws.append(torch.from_numpy(np.asarray(draw, dtype=np.float64)))
+        else:
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+            draws.append(torch.randn(shape, generator=generator, dtype=torch.float64))
     return torch.stack(draws).to(device=device, dtype=dtype)
 
 

@@ -114,7 +114,7 @@ class Classification(Landscape):
         super().__init__(config, device=device, dtype=dtype)
         self.module = build_module(config)
         self.param_shapes = [(name, tuple(p.shape)) for name, p in self.module.named_parameters()]
-        self.n_params = sum(math.prod(shape) for _, shape in self.param_shapes)
+        self.n_params = self.parameter_count(config)
         # Loaded here, not lazily: tensors first created inside a torch.func transform (a loss called
         # under jvp/vmap) come out wrapped at that transform's level and must not be cached.
         self.data, self._input_stats = self._load()
@@ -217,6 +217,10 @@ class Classification(Landscape):
                 pred = self.logits(theta, x[start : start + _EVAL_CHUNK]).argmax(dim=-1)  # (R, b)
                 correct += (pred == y[start : start + _EVAL_CHUNK]).sum(dim=1)
         return correct / x.shape[0]
+
+    @staticmethod
+    def parameter_count(config: ClassificationConfig) -> int:
+        return sum(p.numel() for p in build_module(config).parameters())  # on the meta device
 
     @property
     def optimal_loss(self) -> float:

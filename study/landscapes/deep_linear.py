@@ -116,7 +116,7 @@ class DeepLinear(Landscape):
         self._X64, self._Y64 = X, Y
         self.X = X.to(device=self.device, dtype=dtype)
         self.Y = Y.to(device=self.device, dtype=dtype)
-        self.n_params = sum(a * b for a, b in config.shapes)
+        self.n_params = self.parameter_count(config)
 
     # ---- shape helpers ------------------------------------------------------------------------------
     def layers(self, theta: Tensor) -> list[Tensor]:
@@ -156,6 +156,10 @@ class DeepLinear(Landscape):
         return torch.cat([g.reshape(theta.shape[0], -1) for g in reversed(grads)], dim=1)
 
     # ---- facts --------------------------------------------------------------------------------------
+    @staticmethod
+    def parameter_count(config: DeepLinearConfig) -> int:
+        return sum(a * b for a, b in config.shapes)
+
     @property
     def optimal_loss(self) -> float:
         return reduced_rank_optimum(self._X64, self._Y64, min(self.cfg.widths))

@@ -111,7 +111,7 @@ class PiecewiseLinear(Landscape):
         gen = torch.Generator().manual_seed(config.data_seed)
         X = torch.randn(config.N, config.d0, generator=gen, dtype=torch.float64)  # (N, d0)
         eps = [_noise(config, w, gen) for w in config.widths]  # [(d_l, N)]
-        self.n_params = sum(a * b for a, b in config.shapes)
+        self.n_params = self.parameter_count(config)
         self.X = X.to(device=self.device, dtype=dtype)
         self.eps = [e.to(device=self.device, dtype=dtype) for e in eps]
         #: the teacher's flat weights ``(1, P)`` for teacher targets (a zero-loss point), else None
@@ -223,6 +223,10 @@ class PiecewiseLinear(Landscape):
         return torch.tensor(norms, dtype=torch.float64), torch.tensor(counts, dtype=torch.long), exact
 
     # ---- facts --------------------------------------------------------------------------------------
+    @staticmethod
+    def parameter_count(config: PiecewiseLinearConfig) -> int:
+        return sum(a * b for a, b in config.shapes)
+
     @property
     def optimal_loss(self) -> float:
         """0 when zero training error is attainable: teacher targets (realizable), or N <= d_{L-2} d_{L-1}

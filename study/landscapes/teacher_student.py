@@ -114,7 +114,7 @@ class TeacherStudent(Landscape):
     ) -> None:
         super().__init__(config, device=device, dtype=dtype)
         self.V = teacher_matrix(config).to(device=self.device, dtype=dtype)  # (k, d)
-        self.n_params = config.n * config.dim
+        self.n_params = self.parameter_count(config)
 
     # ---- shape helpers ------------------------------------------------------------------------------
     def weights(self, theta: Tensor) -> Tensor:
@@ -149,6 +149,10 @@ class TeacherStudent(Landscape):
     @property
     def optimal_loss(self) -> float:
         return 0.0 if self.cfg.n >= self.cfg.k else math.nan
+
+    @staticmethod
+    def parameter_count(config: TeacherStudentConfig) -> int:
+        return config.n * config.dim  # W: (n, d)
 
     def init(self, seeds: list[int], *, scheme: str = "xavier-normal", scale: float = 1.0) -> Tensor:
         """Student neurons per scheme; "xavier-normal" is w_i ~ N(0, I/d) as in Safran & Shamir (2018)."""

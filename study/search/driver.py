@@ -23,6 +23,7 @@ import optuna
 import pandas as pd
 
 from study.dispatch.pool import ChunkPool
+from study.dispatch.ray_pool import check_address
 from study.progress import progress_bar
 from study.record import RunBatch, write_json
 from study.reports.summary import write_summary
@@ -44,17 +45,26 @@ from study.search.hunt_study import (
     trials_table,
 )
 from study.search.identity import (
+    HuntInputError,
     check_folder,
     check_locations,
     check_same_pipeline,
     hunt_lock,
+    seed_scheme,
     write_identity,
 )
 from study.search.objectives import objective_value, summary_metrics
 from study.search.samplers import grid_size, make_storage
-from study.spec import HuntSpec, sampler_options
+from study.spec import HuntSpec, PipelineError, sampler_options
+from study.spec_memory import check_fits_in_memory
 from study.tracking.mlflow_sink import HuntTracker, NullTracker, default_tracking_uri
-from study.tracking.reach import check_reachable, is_server
+from study.tracking.reach import (
+    check_artifact_location,
+    check_reachable,
+    check_store_url,
+    existing_artifact_location,
+    is_server,
+)
 
 IDENTITY_ATTR = "pipeline_identity"  # study user attr: the resolved pipeline's hash and fields
 
@@ -128,28 +138,55 @@ def run_hunt(
     if options.runs_per_trial is not None:
         spec = dataclasses.replace(spec, runs_per_trial=options.runs_per_trial)
     out = options.out
-    check_reachable(options.storage, "storage")  # a server that is not there: one line, nothing written
-    check_reachable(options.tracking_uri, "tracking URI")
-    check_locations(out, options.storage, options.tracking_uri)  # nothing is written before these
-    check_folder(spec, out)
+    check_inputs(spec, options)  # nothing is written before these
+    folder_identity = check_folder(spec, out)
+    if options.tracking:
+        check_artifacts(options.tracking_uri or default_tracking_uri(out), spec.name)
     # a storage URL given is opened first: one that does not open leaves no folder behind
     storage = make_storage(options.storage, out) if options.storage else None
     out.mkdir(parents=True, exist_ok=True)
     with hunt_lock(out):
-        return _run(spec, options, storage or make_storage(None, out), on_trial)
+        return _run(spec, options, storage or make_storage(None, out), folder_identity, on_trial)
+
+
+def check_inputs(spec: HuntSpec, options: HuntOptions) -> None:
+    """Everything a hunt can be refused for before it writes anything, each one line naming the flag or
+    field (:class:`~study.errors.UsageError`, or :class:`HuntInputError`)."""
+    if options.runs_per_trial is not None:
+        spec = dataclasses.replace(spec, runs_per_trial=options.runs_per_trial)
+    try:
+        check_fits_in_memory(spec)
+    except PipelineError as exc:
+        raise HuntInputError(str(exc)) from None
+    check_store_url(options.storage, "--storage", kind="storage")
+    check_store_url(options.tracking_uri, "--tracking-uri", kind="tracking")
+    check_address(options.address)  # an absent Ray head: ray.init would retry it for minutes
+    check_reachable(options.storage, "storage")  # a server that is not there: one line, nothing written
+    check_reachable(options.tracking_uri, "tracking URI")
+    check_locations(options.out, options.storage, options.tracking_uri)
+
+
+def check_artifacts(tracking_uri: str, experiment: str) -> None:
+    """The experiment the hunt logs to, where it exists already, keeps artifacts where MLflow can write."""
+    location = existing_artifact_location(tracking_uri, experiment)
+    if location is not None:
+        check_artifact_location(location, tracking_uri, "--tracking-uri")
 
 
 def _run(
     spec: HuntSpec,
     options: HuntOptions,
     storage: optuna.storages.BaseStorage,
+    folder_identity: dict[str, Any] | None,
     on_trial: Callable[[dict[str, Any]], None] | None,
 ) -> pd.DataFrame:
     out = options.out
     study = open_study(spec, storage)
     stored = study.user_attrs.get(IDENTITY_ATTR)
-    check_same_pipeline(spec, json.loads(stored) if stored else None, f"study {spec.name!r}")
-    identity = write_identity(spec, out)
+    study_identity = json.loads(stored) if stored else None
+    check_same_pipeline(spec, study_identity, f"study {spec.name!r}")
+    seeds = seed_scheme(study_identity, folder_identity)  # the scheme the hunt began with
+    identity = write_identity(spec, out, seeds=seeds)
     study.set_user_attr(IDENTITY_ATTR, json.dumps(identity))
     (out / "trials").mkdir(parents=True, exist_ok=True)
     study.set_user_attr("pipeline", spec.source)
@@ -189,7 +226,7 @@ def _run(
     status = "FINISHED"
     stop = "interrupted"
     try:
-        stop = _loop(spec, study, pool, writer, remaining, recovered, options, on_trial)
+        stop = _loop(spec, study, pool, writer, remaining, recovered, options, on_trial, seeds)
         if spec.sampler == "grid" and len(finished_trials(study)) >= grid_size(spec):
             stop = "grid exhausted"
     except KeyboardInterrupt:
@@ -223,6 +260,7 @@ def _loop(
     recovered: int,
     options: HuntOptions,
     on_trial: Callable[[dict[str, Any]], None] | None,
+    scheme: str,
 ) -> str:
     """Keep the pool full until the trials or the time budget are spent, prune hopeless trials after
     each chunk, hand finished trials to the writer, report progress. Returns why it stopped."""
@@ -289,7 +327,7 @@ def _loop(
                 repeats_in_a_row = 0
                 previous_of[asked.trial.number] = previous
                 asked_now.setdefault(config, []).append(asked.trial.number)
-                seeds = trial_seeds(spec, asked.seed_base, spec.runs_per_trial)
+                seeds = trial_seeds(spec, asked.seed_base, spec.runs_per_trial, scheme=scheme)
                 pool.submit((asked, time.perf_counter()), asked.run_spec, seeds)
             if not pool.busy and writer.pending and to_ask > 0:
                 harvest(wait=True)  # nothing trains: let the sampler see the trials being told

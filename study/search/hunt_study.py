@@ -8,9 +8,11 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import optuna
 import pandas as pd
 
+from study.landscapes.base import WIDE_SEEDS
 from study.record import CLASSES
 from study.runs import RunSpec
 from study.search.samplers import enqueue_grid, grid_size, make_pruner, make_sampler, suggest
@@ -18,6 +20,8 @@ from study.spec import HuntSpec
 
 INTERRUPTED = "interrupted; re-run"  # fail_reason of a trial replaced by a re-run (older hunts)
 RERUN_OF = "rerun_of"  # user attr of a re-run: the number of the interrupted trial it replaces
+OFFSET, SEQUENCE = "offset", "sequence"  # how a hunt turns seed bases into run seeds (trial_seeds)
+SEED_SCHEMES = (OFFSET, SEQUENCE)
 
 
 @dataclass(frozen=True)
@@ -30,9 +34,21 @@ class AskedTrial:
     seed_base: int
 
 
-def trial_seeds(spec: HuntSpec, seed_base: int, runs: int) -> list[int]:
-    """Seeds of a trial's runs: a pure function of (hunt seed, seed base, replica index)."""
-    return [spec.seed * 1_000_000_000 + seed_base * 100_000 + i for i in range(runs)]
+def trial_seeds(spec: HuntSpec, seed_base: int, runs: int, *, scheme: str = SEQUENCE) -> list[int]:
+    """Seeds of a trial's runs: a pure function of (hunt seed, seed base, replica index).
+
+    ``sequence`` (every hunt begun since): numpy's SeedSequence keyed by the three, 62 bits of its state
+    set above 2**62 (:data:`WIDE_SEEDS`, so every bit reaches the initialization): no two runs of any
+    hunts share a seed, whatever their numbers of trials and runs (up to the odds of a 62-bit draw), and
+    none equals an ``offset`` seed. ``offset`` (hunt folders made before): hunt seed x 1e9 + seed base
+    x 1e5 + i, which repeats another trial's seeds past 10^4 trials or 10^5 runs a configuration."""
+    if scheme == OFFSET:
+        return [spec.seed * 1_000_000_000 + seed_base * 100_000 + i for i in range(runs)]
+    if scheme != SEQUENCE:
+        raise ValueError(f"seed scheme: expected one of {SEED_SCHEMES}, got {scheme!r}")
+    key = [int(spec.seed), int(seed_base)]
+    states = (np.random.SeedSequence([*key, i]).generate_state(1, np.uint64)[0] for i in range(runs))
+    return [WIDE_SEEDS | int(state >> np.uint64(2)) for state in states]
 
 
 def open_study(spec: HuntSpec, storage: optuna.storages.BaseStorage) -> optuna.Study:

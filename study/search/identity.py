@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from study.record import write_json
+from study.search.hunt_study import OFFSET, SEQUENCE
 from study.spec import HuntSpec
 
 IDENTITY_FILE = "hunt_identity.json"
 LOCK_FILE = ".hunt.lock"
-# settings that change how a hunt is scheduled, not what its runs are: free to change on resume
-SCHEDULING = ("source", "overrides", "description", "trials", "chunk_size", "max_inflight", "gpu_fraction")
+# settings that change how a hunt is scheduled, not what its runs are: free to change on resume (the
+# HuntSpec fields marked with study.spec.SCHEDULING)
+SCHEDULING = tuple(f.name for f in dataclasses.fields(HuntSpec) if f.metadata.get("scheduling"))
+SEEDS_KEY = "seeds"  # the identity's seed scheme (study.search.hunt_study.trial_seeds); absent: offset
 
 
 class HuntInputError(ValueError):
@@ -52,14 +55,23 @@ def differing(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
 
 
+def scheduling_key(key: str) -> bool:
+    """Whether a flattened field (``resources.gpus_per_chunk``) is a scheduling setting."""
+    return key.split(".", 1)[0] in SCHEDULING
+
+
 def check_same_pipeline(spec: HuntSpec, stored: dict[str, Any] | None, where: str) -> None:
-    """Refuse to resume a hunt whose resolved pipeline differs from ``spec``."""
+    """Refuse to resume a hunt whose resolved pipeline differs from ``spec`` (scheduling fields aside:
+    identities written before ``resources`` counted as scheduling still hold it)."""
     if not stored:
         return
     new = resolved_pipeline(spec)
     if stored.get("hash") == pipeline_hash(spec):
         return
-    fields = differing(stored.get("resolved", {}), new)
+    old = {k: v for k, v in stored.get("resolved", {}).items() if not scheduling_key(k)}
+    fields = differing(old, new)
+    if not fields and "resolved" in stored:
+        return
     shown = ", ".join(fields[:6]) + (" ..." if len(fields) > 6 else "")
     raise HuntInputError(
         f"{where} holds hunt {stored.get('name')!r} with a different pipeline (differs in: {shown}); "
@@ -96,23 +108,40 @@ def check_locations(out: Path, storage: str | None, tracking_uri: str | None) ->
             raise HuntInputError(f"{flag}: {path} is read-only")
 
 
-def check_folder(spec: HuntSpec, out: Path) -> None:
-    """The folder holds this hunt (or none): same name and same resolved pipeline."""
+def check_folder(spec: HuntSpec, out: Path) -> dict[str, Any] | None:
+    """The folder holds this hunt (or none): same name and same resolved pipeline. Returns the folder's
+    identity (None for a new folder)."""
     path = out / IDENTITY_FILE
     if not path.is_file():
         if (out / "trials").is_dir() and any((out / "trials").glob("trial-*.csv")):
             raise HuntInputError(f"--out: {out} holds runs of an unknown hunt; use another --out")
-        return
-    stored = json.loads(path.read_text())
+        return None
+    stored: dict[str, Any] = json.loads(path.read_text())
     if stored.get("name") != spec.name:
         raise HuntInputError(
             f"--out: {out} holds hunt {stored.get('name')!r}, not {spec.name!r}; give each hunt its own --out"
         )
     check_same_pipeline(spec, stored, f"--out {out}")
+    return stored
 
 
-def write_identity(spec: HuntSpec, out: Path) -> dict[str, Any]:
-    identity = {"name": spec.name, "hash": pipeline_hash(spec), "resolved": resolved_pipeline(spec)}
+def seed_scheme(study_identity: dict[str, Any] | None, folder_identity: dict[str, Any] | None) -> str:
+    """The seed scheme a hunt runs with: the one it began with. The study's identity (it numbers the
+    trials) decides, else the folder's; one without the marker was begun before there was a choice
+    (offset); a new hunt takes the sequence."""
+    for identity in (study_identity, folder_identity):
+        if identity:
+            return str(identity.get(SEEDS_KEY, OFFSET))
+    return SEQUENCE
+
+
+def write_identity(spec: HuntSpec, out: Path, *, seeds: str = SEQUENCE) -> dict[str, Any]:
+    identity = {
+        "name": spec.name,
+        "hash": pipeline_hash(spec),
+        "resolved": resolved_pipeline(spec),
+        SEEDS_KEY: seeds,
+    }
     write_json(identity, out / IDENTITY_FILE)
     return identity
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
 import shlex
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +114,29 @@ def make_storage(url: str | None, out: Path) -> optuna.storages.BaseStorage:
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite"):
         kwargs = {"connect_args": {"timeout": 60}}
+        if url.startswith("sqlite:///"):
+            _create_whole(Path(url[len("sqlite:///") :].split("?", 1)[0]), kwargs)
     else:
         kwargs = {"pool_pre_ping": True}
     return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=None)
+
+
+def _create_whole(path: Path, engine_kwargs: dict[str, Any]) -> None:
+    """A new SQLite storage is made in a temporary file beside ``path`` and linked into place whole: two
+    processes that create the schema in one file at once fail ("table studies already exists"), and a
+    reader that opens the file first (a dashboard, a test polling the hunt) creates tables in it too."""
+    if path.exists() or not path.parent.is_dir():
+        return
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        storage = optuna.storages.RDBStorage(
+            f"sqlite:///{temporary}", engine_kwargs=engine_kwargs, heartbeat_interval=None
+        )
+        storage.engine.dispose()
+        with contextlib.suppress(FileExistsError):  # another process made it first: keep theirs
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def dashboard_command(url: str | None, out: Path) -> str:

@@ -4,6 +4,7 @@ two hunts started at once both finish; a node dies with the process that started
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,3 +117,13 @@ def test_two_local_hunts_started_at_once_both_finish(tmp_path):
     for name in ("left", "right"):
         runs = pd.read_csv(tmp_path / name / "runs.csv")
         assert len(runs) == 4 and runs["seed"].is_unique
+
+
+def test_a_node_that_does_not_come_up_leaves_no_folder_behind():
+    # Ray refuses CPU as a custom resource: `ray start` exits at once, on every retry
+    with pytest.raises(local_ray.LocalRayError) as info:
+        local_ray.start_head(resources={"CPU": 1}, timeout=60)
+    message = str(info.value)
+    assert "cannot be a custom resource" in message  # the log's tail is in the message
+    folders = re.findall(r"/tmp/mh-ray-[^\s)]+", message)
+    assert folders and not any(Path(f).exists() for f in folders)

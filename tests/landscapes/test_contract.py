@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from study.landscapes.base import INIT_SCHEMES, Landscape
+from study.landscapes.base import INIT_SCHEMES, WIDE_SEEDS, Landscape
 from study.landscapes.registry import LANDSCAPES, make_landscape
 
 #: case id -> (registered name, tiny parameters)
@@ -128,6 +128,22 @@ def test_init_depends_only_on_each_seed(landscape: Landscape, scheme: str) -> No
     assert torch.allclose(whole, chunks, rtol=1e-14, atol=0)
     assert torch.equal(landscape.init([11, 12, 13], scheme=scheme, scale=0.5), whole)
     assert not torch.allclose(whole[0], whole[1])
+
+
+@pytest.mark.parametrize("scheme", INIT_SCHEMES)
+def test_wide_seeds_use_every_bit(landscape: Landscape, scheme: str) -> None:
+    """Seeds from WIDE_SEEDS up (a hunt's SeedSequence seeds) differing only above bit 32 draw apart
+    (torch's generator would see one seed), and still one replica per seed."""
+    low = WIDE_SEEDS + 12345
+    high = low + 2**40
+    theta = landscape.init([low, high], scheme=scheme)
+    assert not torch.equal(theta[0], theta[1])
+    assert torch.allclose(landscape.init([high], scheme=scheme)[0], theta[1], rtol=1e-14, atol=0)
+
+
+def test_parameter_count_is_known_from_the_config(case: tuple[str, dict[str, Any], Landscape]) -> None:
+    _, _, landscape = case
+    assert type(landscape).parameter_count(landscape.cfg) == landscape.n_params
 
 
 def test_config_round_trips_through_the_registry(case: tuple[str, dict[str, Any], Landscape]) -> None:
