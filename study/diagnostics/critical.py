@@ -110,7 +110,7 @@ def classify(
     bad = ~finite | ~torch.isfinite(loss) | ~torch.isfinite(grad_norm)
     if diverged is not None:
         bad = bad | diverged.to(bad.device)
-    spectrum = hessian_spectrum(landscape, safe, max_dense=config.max_dense)
+    spectrum = hessian_spectrum(landscape, safe, seeds=seeds, max_dense=config.max_dense)
     ev = spectrum.eigenvalues
     if ev.shape[1] > 0:
         n_negative = (ev < -config.eig_tol).sum(dim=1)
