@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -106,16 +107,28 @@ def run_replicas(
     return procedure(spec.procedure).run(job, seeds, progress=progress)
 
 
-def verify_batch(spec: RunSpec, batch: RunBatch) -> RunBatch:
-    """The batch with verdict columns: its certified spurious minima re-verified in float64 on the CPU
-    (:mod:`study.diagnostics.verify`); unchanged when ``spec.diagnostics.reverify`` is off."""
-    if not spec.diagnostics.reverify or not isinstance(spec.train, TrainConfig):
-        return batch  # re-verification polishes by gradient descent: runs of the descent procedure only
+def verifies(spec: RunSpec) -> bool:
+    """Whether the spec's certified spurious minima are re-verified (:mod:`study.diagnostics.verify`):
+    when ``diagnostics.reverify`` is on, for the descent procedure (re-verification polishes by gradient
+    descent)."""
+    return spec.diagnostics.reverify and isinstance(spec.train, TrainConfig)
+
+
+def verify_runs(spec: RunSpec, frame: pd.DataFrame, theta: np.ndarray, theta0: np.ndarray) -> pd.DataFrame:
+    """``frame`` (rows aligned with ``theta, theta0: (R, P)``) with verdict columns: its certified spurious
+    minima, labelled against each row's ``l_star``, re-verified in float64 on the CPU."""
     exact = make_landscape(spec.landscape, spec.params, device="cpu", dtype=torch.float64)
-    frame = with_verdicts(
-        exact, batch.frame, batch.theta, batch.theta0, train_config=spec.train, diagnostics=spec.diagnostics
-    )
-    return dataclasses.replace(batch, frame=frame)
+    return with_verdicts(exact, frame, theta, theta0, train_config=spec.train, diagnostics=spec.diagnostics)
+
+
+def verify_batch(spec: RunSpec, batch: RunBatch) -> RunBatch:
+    """The batch with verdict columns where the landscape knows L* (its labels are final in the worker);
+    unchanged where L* is unknown: there the hunt driver labels against the best of the configuration and
+    re-verifies its candidates as follow-up tasks (:mod:`study.search.labels`), and unchanged when
+    :func:`verifies` is off."""
+    if not verifies(spec) or not (batch.frame["l_star_source"] == "landscape").all():
+        return batch
+    return dataclasses.replace(batch, frame=verify_runs(spec, batch.frame, batch.theta, batch.theta0))
 
 
 def class_summary(frame: pd.DataFrame, *, decimals: int = 6) -> tuple[pd.Series, pd.DataFrame]:

@@ -113,7 +113,7 @@ def classify(
     bad = ~finite | ~torch.isfinite(loss) | ~torch.isfinite(grad_norm)
     if diverged is not None:
         bad = bad | diverged.to(bad.device)
-    spectrum = hessian_spectrum(landscape, safe, max_dense=config.max_dense)
+    spectrum = hessian_spectrum(landscape, safe, seeds=seeds, max_dense=config.max_dense)
     ev = spectrum.eigenvalues
     if ev.shape[1] > 0:
         n_negative = (ev < -config.eig_tol).sum(dim=1)
@@ -143,8 +143,9 @@ def classify(
         l_star_source = "landscape"
     else:
         # no closed form or reference solver: the best converged end point stands in for L*. Here that is
-        # the best of this batch; :func:`relabel_unknown_optimum` recomputes it over a whole trial or hunt
-        # so that labels do not depend on how runs were split into chunks.
+        # the best of this batch, a provisional label for a caller that holds every run (``study train``);
+        # a hunt labels again against the best of the whole configuration (study.search.labels), from the
+        # label-free columns below, and never stores these.
         ok_loss = [float(loss[r]) for r in range(R) if converged[r]]
         l_star = min(ok_loss) if ok_loss else math.nan
         l_star_source = "best of batch"
@@ -279,14 +280,17 @@ def _critical_point(bad: bool, converged: bool, gap: float, second_order: str, g
     return CriticalPoint.SPURIOUS_MINIMUM
 
 
-def label_against(frame: pd.DataFrame, l_star: list[float], *, gap_tol: float) -> pd.DataFrame:
-    """``frame`` with ``loss_gap`` and ``critical_point`` recomputed against a given L* per row (from the
-    recorded second-order verdict); ``l_star_source`` says the value came from outside the frame."""
+def label_against(
+    frame: pd.DataFrame, l_star: list[float], *, gap_tol: float, source: str = "reference"
+) -> pd.DataFrame:
+    """``frame`` with ``loss_gap`` and ``critical_point`` recomputed against a given L* per row, from the
+    label-free columns only (loss, the second-order verdict, and the classes that do not read L*:
+    diverged, not_converged); ``l_star_source`` says where the value came from."""
     out = frame.copy()
     ref = np.asarray(l_star, dtype=float)  # (R,)
     gap = out["loss"].to_numpy(dtype=float) - ref
     out["l_star"] = ref
-    out["l_star_source"] = "reference"
+    out["l_star_source"] = source
     out["loss_gap"] = gap
     out["critical_point"] = [
         _critical_point(cls == CriticalPoint.DIVERGED, cls not in NOT_CRITICAL, float(g), str(so), gap_tol)

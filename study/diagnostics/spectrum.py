@@ -59,16 +59,21 @@ def dense_spectrum(landscape: Landscape, theta: Tensor, *, chunk: int = 32) -> S
     )
 
 
-def lanczos_spectrum(landscape: Landscape, theta: Tensor, *, tol: float = 1e-10) -> Spectrum:
+def lanczos_spectrum(
+    landscape: Landscape, theta: Tensor, *, seeds: list[int], tol: float = 1e-10
+) -> Spectrum:
     """Extreme eigenvalues by Lanczos (scipy eigsh) on Hessian-vector products, per replica.
 
     lambda_lower = lambda_min - |H v - lambda_min v| - 64 P eps |H| (Weyl/Bauer-Fike for a unit Ritz
     vector bounds the distance to *an* eigenvalue, and the residual is itself rounded; it is a lower bound
     on lambda_min when that eigenvalue is the smallest, which Lanczos finds reliably for well-separated
-    extremes). The start vector is seeded, so the same point gives the same numbers.
+    extremes). Each replica's start vector is seeded by its run's seed (``seeds``, one per row), so a run
+    gets the same numbers alone or inside any chunk.
     """
     theta = theta.to(torch.float64)
     R, P = theta.shape
+    if len(seeds) != R:
+        raise ValueError(f"seeds: one per replica, got {len(seeds)} for {R} replicas")
     lam_min = torch.full((R,), math.nan, dtype=torch.float64)
     lam_max = torch.full((R,), math.nan, dtype=torch.float64)
     resid = torch.full((R,), math.nan, dtype=torch.float64)
@@ -82,7 +87,7 @@ def lanczos_spectrum(landscape: Landscape, theta: Tensor, *, tol: float = 1e-10)
 
         op = spla.LinearOperator((P, P), matvec=matvec, dtype=np.float64)
         try:
-            v0 = np.random.default_rng(r).standard_normal(P)  # seeded: the same spectrum on every call
+            v0 = np.random.default_rng(int(seeds[r])).standard_normal(P)  # by the run, not its row
             vals, vecs = spla.eigsh(op, k=2, which="BE", tol=tol, maxiter=max(1000, 20 * P), v0=v0)
         except spla.ArpackNoConvergence as exc:  # keep whatever converged
             vals, vecs = exc.eigenvalues, exc.eigenvectors
@@ -107,8 +112,11 @@ def lanczos_spectrum(landscape: Landscape, theta: Tensor, *, tol: float = 1e-10)
     )
 
 
-def hessian_spectrum(landscape: Landscape, theta: Tensor, *, max_dense: int = 2048) -> Spectrum:
-    """Dense spectrum when P <= ``max_dense``, else Lanczos extremes; ``Spectrum.method`` says which."""
+def hessian_spectrum(
+    landscape: Landscape, theta: Tensor, *, seeds: list[int], max_dense: int = 2048
+) -> Spectrum:
+    """Dense spectrum when P <= ``max_dense``, else Lanczos extremes (started from each run's ``seeds``);
+    ``Spectrum.method`` says which."""
     if theta.shape[1] <= max_dense:
         return dense_spectrum(landscape, theta)
-    return lanczos_spectrum(landscape, theta)
+    return lanczos_spectrum(landscape, theta, seeds=seeds)

@@ -194,7 +194,8 @@ def reverify(
 
 
 _BLANK = Verdict("", "", math.nan, math.nan, math.nan, "", math.nan)  # a run that was not re-verified
-VERDICT_COLUMNS = tuple(_BLANK.columns())
+BLANK_VERDICT = _BLANK.columns()  # the verdict columns of a run not re-verified
+VERDICT_COLUMNS = tuple(BLANK_VERDICT)
 
 
 def with_verdicts(
@@ -231,3 +232,28 @@ def with_verdicts(
         for name, value in verdict.columns().items():
             out.loc[out.index[row], name] = value
     return out
+
+
+def due_for_verification(
+    labelled: pd.DataFrame, previous_l_star: np.ndarray, *, gap_tol: float
+) -> np.ndarray:
+    """Rows of ``labelled`` (labelled against its ``l_star`` column) whose verdict must be made (again).
+
+    A certified spurious minimum is due when it has no verdict, or when its verdict was judged against
+    ``previous_l_star`` (R,) and its polished loss (``verified_loss``) or re-run loss (``rerun_loss``)
+    lies on the other side of ``gap_tol`` from the new L*: those two comparisons are the only places a
+    verdict reads L* (:func:`reverify`), so every other verdict stands as it is.
+    """
+    candidate = (labelled["critical_point"] == "spurious_minimum").to_numpy() & labelled["certified"].astype(
+        bool
+    ).to_numpy()
+    verdict = labelled.get("verdict", pd.Series("", index=labelled.index)).fillna("").astype(str)
+    stale = verdict.to_numpy() == ""
+    new = labelled["l_star"].to_numpy(dtype=float)
+    old = np.asarray(previous_l_star, dtype=float)
+    for column in ("verified_loss", "rerun_loss"):
+        if column in labelled:
+            value = labelled[column].to_numpy(dtype=float)
+            with np.errstate(invalid="ignore"):
+                stale |= np.isfinite(value) & ((value - old <= gap_tol) != (value - new <= gap_tol))
+    return candidate & stale

@@ -9,6 +9,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+import pandas as pd
+
 from study.dispatch import ray_pool
 from study.record import RunBatch
 from study.runs import RunSpec
@@ -144,3 +147,23 @@ class ChunkPool(Generic[Key]):
             if index not in item.results and self._pending.pop(ref, None) is not None:
                 ray_pool.ray.cancel(ref)
         return item.so_far()
+
+    def verify(
+        self, spec: RunSpec, frame: pd.DataFrame, theta: np.ndarray, theta0: np.ndarray
+    ) -> pd.DataFrame:
+        """Re-verify the rows of ``frame`` (aligned with ``theta, theta0: (R, P)``) as follow-up tasks of at
+        most ``chunk_size`` runs, and wait for them; returns ``frame`` with the verdict columns. It reads
+        no state of the pool, so the writer's thread may call it while the driver waits on chunks."""
+        refs = [
+            ray_pool.submit_verification(
+                spec,
+                frame.iloc[start : start + self.chunk_size],
+                theta[start : start + self.chunk_size],
+                theta0[start : start + self.chunk_size],
+                self.resources,
+            )
+            for start in range(0, len(frame), self.chunk_size)
+        ]
+        if not refs:
+            return frame
+        return pd.concat(ray_pool.ray.get(refs))

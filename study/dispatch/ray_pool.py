@@ -10,13 +10,15 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import ray
 
 from study.dispatch import local_ray
 from study.dispatch.local_ray import LocalNode
 from study.errors import UsageError
 from study.record import RunBatch
-from study.runs import RunSpec, run_replicas, verify_batch
+from study.runs import RunSpec, run_replicas, verify_batch, verify_runs
 from study.spec_fields import Resources
 from study.telemetry import TELEMETRY_OFF
 
@@ -127,8 +129,10 @@ def cluster_now() -> ClusterInfo:
 # elsewhere and the driver, the only writer, sees one result.
 @ray.remote(max_retries=4)
 def _run_chunk(spec: RunSpec, seeds: list[int], device: str) -> RunBatch:
-    """One Ray task: a chunk of replicas, on the GPU Ray assigned to it when it asked for one; its
-    certified spurious minima are re-verified in float64 on the CPU before the chunk returns."""
+    """One Ray task: a chunk of replicas, on the GPU Ray assigned to it when it asked for one. Where the
+    landscape knows L* the labels are final here and certified spurious minima are re-verified in float64
+    on the CPU before the chunk returns; where it does not, the end points and label-free diagnostics go
+    back to the driver, which labels them and sends the candidates to :func:`submit_verification`."""
     import torch
 
     torch.set_num_threads(1)
@@ -147,6 +151,23 @@ def submit_chunk(spec: RunSpec, seeds: list[int], resources: Resources, *, clust
     options = resources.task_options(cluster_gpus)
     device = "cuda" if resources.device == "cuda" else "auto"
     return _run_chunk.options(**options).remote(spec, seeds, device)
+
+
+@ray.remote(max_retries=4)
+def _verify_rows(spec: RunSpec, frame: pd.DataFrame, theta: np.ndarray, theta0: np.ndarray) -> pd.DataFrame:
+    """A follow-up Ray task: re-verify runs the driver labelled (``frame`` with their ``l_star``)."""
+    import torch
+
+    torch.set_num_threads(1)
+    return verify_runs(spec, frame, theta, theta0)
+
+
+def submit_verification(
+    spec: RunSpec, frame: pd.DataFrame, theta: np.ndarray, theta0: np.ndarray, resources: Resources
+) -> Any:
+    """Submit a follow-up task re-verifying the rows of ``frame`` (aligned with ``theta, theta0: (R, P)``);
+    re-verification runs in float64 on the CPU, so it asks for a chunk's CPUs and no GPU."""
+    return _verify_rows.options(num_cpus=resources.cpus_per_chunk).remote(spec, frame, theta, theta0)
 
 
 def shutdown() -> None:

@@ -108,7 +108,7 @@ def run(job: Job, seeds: list[int], *, progress: Callable[[int, int], None] | No
     lam_min = lam_max = lam_lower = residual = nan
     method = "none"
     if c.spectrum:
-        spectrum = lanczos_spectrum(landscape, safe)
+        spectrum = lanczos_spectrum(landscape, safe, seeds=seeds)
         lam_min, lam_max, lam_lower = spectrum.lambda_min, spectrum.lambda_max, spectrum.lambda_lower
         residual, method = spectrum.residual, spectrum.method
     if progress is not None:

@@ -22,10 +22,11 @@ from typing import Any
 import optuna
 import pandas as pd
 
+from study.diagnostics.critical import relabel_unknown_optimum
 from study.dispatch.pool import ChunkPool
 from study.dispatch.ray_pool import check_address
 from study.progress import progress_bar
-from study.record import RunBatch, write_json
+from study.record import RunBatch, load_runs, write_json
 from study.reports.summary import write_summary
 from study.search.finish import TrialWriter
 from study.search.hunt_study import (
@@ -35,7 +36,6 @@ from study.search.hunt_study import (
     configuration_key,
     evaluated_before,
     finished_trials,
-    hunt_summary,
     open_study,
     queue_grid_point,
     recover_interrupted,
@@ -53,7 +53,7 @@ from study.search.identity import (
     seed_scheme,
     write_identity,
 )
-from study.search.objectives import objective_value, summary_metrics
+from study.search.objectives import counterexamples, objective_value, summary_metrics
 from study.search.samplers import grid_size, make_storage
 from study.spec import HuntSpec, PipelineError, sampler_options
 from study.spec_memory import check_fits_in_memory
@@ -221,7 +221,7 @@ def _run(
         resources=spec.resources,
         max_inflight=spec.max_inflight,
     )
-    writer = TrialWriter(study, spec, tracker, out)
+    writer = TrialWriter(study, spec, tracker, out, verify=pool.verify)
     hunt_start = time.perf_counter()
     status = "FINISHED"
     stop = "interrupted"
@@ -234,7 +234,10 @@ def _run(
         raise
     finally:
         writer.close()  # completed trials are logged and told even when interrupted
-        tracker.finish_hunt(status=status, metrics=summary_metrics(*hunt_summary(study)))
+        # counted from the trial files, whose labels are final (a trial's own summary is as it was told)
+        runs = load_runs(out)
+        found = len(counterexamples(runs)) if len(runs) else 0
+        tracker.finish_hunt(status=status, metrics=summary_metrics(len(runs), found))
         write_json({**record, "finished": time.time(), "status": status, "stopped": stop}, out / "hunt.json")
     wall = time.perf_counter() - hunt_start
     stats = {
@@ -359,8 +362,10 @@ def _loop(
 
 
 def _should_prune(spec: HuntSpec, asked: AskedTrial, so_far: list[RunBatch]) -> bool:
-    """Report the trial's running estimate (step = runs so far) and ask the pruner."""
-    frame = RunBatch.concat(so_far).frame
+    """Report the trial's running estimate (step = runs so far) and ask the pruner. Where L* is unknown
+    the estimate labels the runs so far against their own best (the stored labels come later, from the
+    configuration's best: :mod:`study.search.labels`)."""
+    frame = relabel_unknown_optimum(RunBatch.concat(so_far).frame, gap_tol=spec.diagnostics.gap_tol, by=[])
     value = objective_value(spec.objective[0], frame, asked.values)
     asked.trial.report(value, step=len(frame))
     return asked.trial.should_prune()

@@ -8,21 +8,22 @@ never loses a told trial's runs.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
+import math
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import optuna
 import pandas as pd
 
-from study.diagnostics.critical import relabel_unknown_optimum
-from study.record import RunBatch, save_trial, trial_frame, trial_stem, write_tables
-from study.record.files import read_csv
-from study.search.hunt_study import AskedTrial, trials_table
+from study.record import RunBatch, load_arrays, save_trial, trial_frame, trial_stem, write_tables
+from study.record.files import read_csv, write_csv
+from study.search.hunt_study import AskedTrial, configuration_key, trials_table
+from study.search.labels import BEST_ATTR, ConfigurationLabels, Relabelled, Verify
 from study.search.objectives import objective_value, summary_metrics, trial_summary
 from study.spec import HuntSpec
 
@@ -44,6 +45,10 @@ class Tracker(Protocol):
         trial_number: int,
         values: dict[str, Any],
         config: dict[str, Any],
+    ) -> int: ...
+
+    def update_runs(
+        self, batch: RunBatch, *, seed_base: int, trial_number: int, values: dict[str, Any]
     ) -> int: ...
 
     def finish_trial(
@@ -68,8 +73,19 @@ class TrialOutcome:
 class TrialWriter:
     """Writes, logs and tells finished trials; one thread, so trials are told in the order they end."""
 
-    def __init__(self, study: optuna.Study, spec: HuntSpec, tracker: Tracker, out: Path) -> None:
+    def __init__(
+        self,
+        study: optuna.Study,
+        spec: HuntSpec,
+        tracker: Tracker,
+        out: Path,
+        *,
+        verify: Verify | None = None,
+    ) -> None:
+        """``verify``: re-verifies runs as follow-up tasks (the pool's), for labels where L* is unknown."""
         self.study, self.spec, self.tracker, self.out = study, spec, tracker, out
+        self.labels = ConfigurationLabels(out, gap_tol=spec.diagnostics.gap_tol, verify=verify)
+        self.labels.resume(study)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trial")
         self._futures: list[Future[TrialOutcome]] = []
 
@@ -157,9 +173,20 @@ class TrialWriter:
             values=asked.values,
             landscape=asked.run_spec.landscape,
         )
-        # where L* is unknown, every run of the trial is labelled against the trial's best, not its chunk's
-        frame = relabel_unknown_optimum(frame, gap_tol=asked.run_spec.diagnostics.gap_tol, by=[])
+        # where L* is unknown: labelled against the configuration's best, earlier trials of it relabelled
+        # when that best drops, and every new candidate re-verified, before anything is stored
+        frame, moved = self.labels.settle(
+            asked.values,
+            asked.run_spec,
+            frame,
+            batch.theta,
+            batch.theta0,
+            seed_base=asked.seed_base,
+            trial=trial.number,
+        )
         batch = dataclasses.replace(batch, frame=frame)
+        for earlier in moved:
+            self._rewrite(earlier, asked.values)
         save_trial(self.out, frame, batch, seed_base=asked.seed_base)
         self.tracker.log_runs(
             run_id,
@@ -174,6 +201,9 @@ class TrialWriter:
         summary = trial_summary(frame)
         trial.set_user_attr("summary", json.dumps(summary))
         trial.set_user_attr("seconds", time.perf_counter() - started)
+        best = self.labels.best.get(configuration_key(asked.values), math.nan)
+        if math.isfinite(best):
+            trial.set_user_attr(BEST_ATTR, best)
         if previous:
             trial.set_user_attr("repeat_of", max(previous))
             trial.set_user_attr("pooled_runs", len(pooled))
@@ -201,7 +231,28 @@ class TrialWriter:
                 frames.append(earlier)
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frame
 
+    def _rewrite(self, earlier: Relabelled, values: dict[str, Any]) -> None:
+        """Store an earlier trial's new labels: its CSV (its arrays do not change) and, in MLflow, its runs
+        whose class or verdict changed."""
+        write_csv(earlier.frame, self.out / "trials" / f"{trial_stem(earlier.seed_base)}.csv")
+        if not earlier.changed:
+            return
+        rows = earlier.changed
+        arrays = load_arrays(self.out, trial_stem(earlier.seed_base))
+        batch = RunBatch(
+            frame=earlier.frame.iloc[rows].reset_index(drop=True),
+            theta=arrays["theta"][rows],
+            theta0=arrays["theta0"][rows],
+            eigenvalues=arrays["eigenvalues"][rows],
+            curve_steps=arrays["curve_steps"],
+            curve=arrays["curve"][rows],
+            train_span=np.full((len(rows), 2), np.nan),  # not read: update_runs keeps the logged times
+        )
+        self.tracker.update_runs(
+            batch, seed_base=earlier.seed_base, trial_number=earlier.trial, values=values
+        )
+
     def refresh_tables(self) -> None:
-        """Keep ``runs.csv`` and ``trials.csv`` current after every finished trial."""
-        relabel = functools.partial(relabel_unknown_optimum, gap_tol=self.spec.diagnostics.gap_tol)
-        write_tables(self.out, trials_table(self.study), relabel=relabel)
+        """Keep ``runs.csv`` and ``trials.csv`` current after every finished trial (the trial files carry
+        final labels: :mod:`study.search.labels`)."""
+        write_tables(self.out, trials_table(self.study))

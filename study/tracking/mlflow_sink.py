@@ -196,39 +196,19 @@ class HuntTracker:
                 key = f"{self.hunt}/{seed_base}/{seed}"
                 if key in already:
                     continue
-                metrics = {name: _metric_value(data.get(name)) for name in RUN_METRICS if name in data}
-                for name, value in data.items():
-                    if (
-                        name not in metrics
-                        and name not in NOT_METRICS
-                        and not name.startswith(PARAM_PREFIX)
-                        and isinstance(value, int | float | np.number)
-                        and not isinstance(value, bool | np.bool_)
-                    ):
-                        metrics[name] = _metric_value(value)
+                tags, metrics = _described(data, values, trial_number, bool(counterexample[row_index]))
                 curve = loss_history(
                     batch.curve_steps, batch.curve[row_index], int(data["steps"]), float(data["loss"])
                 )
-                tags = {
-                    "critical_point": str(data["critical_point"]),
-                    "certified": "true" if bool(data.get("certified", False)) else "false",
-                    "certificate": str(data.get("certificate", ""))[:5000],
-                    TAG_HUNT: self.hunt,
-                    TAG_KIND: "run",
-                    TAG_SEED_BASE: str(seed_base),
-                    TAG_RUN_KEY: key,
-                    PARENT: trial_run_id,
-                    "mlflow.runName": naming.run_name(data, values),
-                    NOTE: naming.description(data, values, trial=trial_number)[:5000],
-                    "counterexample": "true" if counterexample[row_index] else "false",
-                }
-                for name, value in data.items():
-                    if name.startswith(HYPOTHESIS_PREFIX):
-                        tags[name] = str(bool(value)).lower()
-                if data.get("verdict"):  # a re-verified counterexample (study.diagnostics.verify)
-                    tags[VERDICT_TAG] = str(data["verdict"])
-                    tags["verdict_reason"] = str(data.get("verdict_reason", ""))[:5000]
-                    tags["family"] = str(data.get("family", ""))
+                tags.update(
+                    {
+                        TAG_HUNT: self.hunt,
+                        TAG_KIND: "run",
+                        TAG_SEED_BASE: str(seed_base),
+                        TAG_RUN_KEY: key,
+                        PARENT: trial_run_id,
+                    }
+                )
                 params = {**params_common, "seed": seed}
                 params.update({name: data[name] for name in BOOKKEEPING_PARAMS if name in data})
                 start, end = (int(t * 1000) for t in batch.train_span[row_index])
@@ -239,6 +219,33 @@ class HuntTracker:
             self.writer.write([logged for _k, logged, _i, _d in records], now=now)
             self._log_counterexample_artifacts(records, batch, seed_base, values, trial_number)
             self.runs_logged += len(records)
+            return len(records)
+
+    def update_runs(
+        self, batch: RunBatch, *, seed_base: int, trial_number: int, values: dict[str, Any]
+    ) -> int:
+        """Rewrite runs logged before whose label or verdict the driver changed (a lower best of their
+        configuration, :mod:`study.search.labels`): their class, verdict, name and description tags and
+        their step-0 metrics (a later timestamp makes them the latest). Returns how many were updated."""
+        with self._timed():
+            keys = [f"{self.hunt}/{seed_base}/{int(seed)}" for seed in batch.frame["seed"]]
+            ids = self.run_ids_by_key(seed_base, keys)
+            now = int(time.time() * 1000)
+            records: list[Any] = []
+            counterexample = is_counterexample(batch.frame).to_numpy()
+            for row_index, row in enumerate(batch.frame.itertuples(index=False)):
+                key = keys[row_index]
+                if key not in ids:
+                    continue
+                data = row._asdict()
+                tags, metrics = _described(data, values, trial_number, bool(counterexample[row_index]))
+                self.client.log_batch(
+                    ids[key],
+                    metrics=[Metric(k, v, now, 0) for k, v in metrics.items() if v is not None],
+                    tags=[RunTag(k, v) for k, v in tags.items()],
+                )
+                records.append((key, tags, {}, metrics, [], row_index, data))
+            self._log_counterexample_artifacts(records, batch, seed_base, values, trial_number)
             return len(records)
 
     @contextlib.contextmanager
@@ -301,6 +308,39 @@ class HuntTracker:
                 self.client.log_artifacts(ids[key], str(folder), artifact_path="counterexample")
 
 
+def _described(
+    data: dict[str, Any], values: dict[str, Any], trial_number: int, counterexample: bool
+) -> tuple[dict[str, str], dict[str, float | None]]:
+    """What a training run's row says in MLflow: its tags (class, certificate, verdict, name,
+    description, hypotheses) and its scalar metrics."""
+    metrics = {name: _metric_value(data.get(name)) for name in RUN_METRICS if name in data}
+    for name, value in data.items():
+        if (
+            name not in metrics
+            and name not in NOT_METRICS
+            and not name.startswith(PARAM_PREFIX)
+            and isinstance(value, int | float | np.number)
+            and not isinstance(value, bool | np.bool_)
+        ):
+            metrics[name] = _metric_value(value)
+    tags = {
+        "critical_point": str(data["critical_point"]),
+        "certified": "true" if bool(data.get("certified", False)) else "false",
+        "certificate": str(data.get("certificate", ""))[:5000],
+        "mlflow.runName": naming.run_name(data, values),
+        NOTE: naming.description(data, values, trial=trial_number)[:5000],
+        "counterexample": "true" if counterexample else "false",
+    }
+    for name, value in data.items():
+        if name.startswith(HYPOTHESIS_PREFIX):
+            tags[name] = str(bool(value)).lower()
+    if data.get("verdict") and not pd.isna(data["verdict"]):  # re-verified (study.diagnostics.verify)
+        tags[VERDICT_TAG] = str(data["verdict"])
+        tags["verdict_reason"] = str(data.get("verdict_reason", ""))[:5000]
+        tags["family"] = str(data.get("family", ""))
+    return tags, metrics
+
+
 class NullTracker:
     """Logs nothing: the baseline of the tracking benchmark (same interface as HuntTracker)."""
 
@@ -314,6 +354,9 @@ class NullTracker:
         return ""
 
     def log_runs(self, trial_run_id: str, batch: RunBatch, **kwargs: Any) -> int:
+        return 0
+
+    def update_runs(self, batch: RunBatch, **kwargs: Any) -> int:
         return 0
 
     def finish_trial(
