@@ -49,8 +49,8 @@ def runs_schedule(text: str) -> Callable[[int], int]:
     steps: list[tuple[float, int]] = []
     try:
         for part in text.split(","):
-            bound, _, runs = part.strip().rpartition(":")
-            steps.append((float(bound) if bound else float("inf"), int(runs)))
+            bound, _, count = part.strip().rpartition(":")
+            steps.append((float(bound) if bound else float("inf"), int(count)))
     except ValueError:
         raise ValueError(f"--runs must look like 40:500,70:200,100, got {text!r}") from None
     if not steps or min(r for _, r in steps) < 1:
