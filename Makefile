@@ -10,7 +10,7 @@ export OPTUNA_DISABLE_TELEMETRY := 1
 # PostgreSQL for the `postgres` tests (started by `make services`; they skip when it is down)
 export MINIMA_HUNT_TEST_PG ?= postgresql+psycopg2://minima:minima@127.0.0.1:55432
 
-.PHONY: install run test lint typecheck pytest slow bench services browser clean
+.PHONY: install run test lint typecheck pytest slow bench gpu-safran services browser clean
 
 install: $(STAMP)
 
@@ -46,6 +46,15 @@ browser:
 
 bench: install
 	$(BIN)/study bench trainer
+
+# Safran-Yehudai-Shamir (2021) for k = n = 6..100 on one CUDA device, no Ray/MLflow/Optuna and no install
+# (the lent GPU machine): ~8 minutes, then `study sweep $(GPU_OUT)` and `study report $(GPU_OUT)` here.
+GPU_OUT ?= runs/safran_2021_gpu
+GPU_RUNS ?= 40:500,70:200,100
+GPU_SECONDS ?= 480
+gpu-safran:
+	PYTHONPATH=. $(PY) -m study.cli gpu-sweep pipelines/safran_2021.yaml --k 6:100 --runs $(GPU_RUNS) \
+	  --seconds $(GPU_SECONDS) --device cuda --out $(GPU_OUT)
 
 # PostgreSQL on 127.0.0.1:55432 (installed with apt-get if missing), role minima/minima,
 # databases optuna_test and mlflow_test. Idempotent; stop with `infra/postgres/start-local.sh stop`.

@@ -172,7 +172,7 @@ def _add_hunt_commands(sub: argparse._SubParsersAction) -> None:
     """Commands that live in their own modules: hunt, report, submit/jobs/logs."""
     import importlib
 
-    for module in ("study.cli_hunt", "study.cli_report", "study.cli_cluster"):
+    for module in ("study.cli_hunt", "study.cli_report", "study.cli_cluster", "study.cli_gpu"):
         try:
             add = importlib.import_module(module).add_commands
         except ModuleNotFoundError as exc:

@@ -202,20 +202,23 @@ class DeepLinear(Landscape):
             gen[..., offsets[i] : offsets[i + 1]] = left.reshape(R, d, d, -1)
             gen[..., offsets[i + 1] : offsets[i + 2]] = right.reshape(R, d, d, -1)
             blocks.append(gen.reshape(R, d * d, self.n_params))
-        # left null space of X: rows n with n^T X = 0
+        blocks.append(self.data_translation_tangents(theta))
+        return torch.cat(blocks, dim=1)
+
+    def data_translation_tangents(self, theta: Tensor) -> Tensor:
+        """W_1 -> W_1 + e_a n^T with n^T X = 0 (the left null space of X; none when X has full row
+        rank): the first layer's output W_1 X does not change, ``(R, d1 (d0 - rank X), P)``."""
         U, S, _ = torch.linalg.svd(self._X64)
         rank_x = int((S.max() * 1e-10 < S).sum()) if S.numel() else 0
         null = U[:, rank_x:].T.to(theta)  # (d0 - rank X, d0)
-        if null.shape[0] > 0:
-            d1, d0 = self.cfg.shapes[0]
-            eye = torch.eye(d1, dtype=theta.dtype, device=theta.device)
-            trans = torch.einsum("ap,kq->akpq", eye, null).reshape(d1 * null.shape[0], d1 * d0)
-            gen = torch.zeros(R, trans.shape[0], self.n_params, dtype=theta.dtype, device=theta.device)
-            gen[..., : d1 * d0] = trans
-            blocks.append(gen)
-        if not blocks:
-            return torch.zeros(R, 0, self.n_params, dtype=theta.dtype, device=theta.device)
-        return torch.cat(blocks, dim=1)
+        d1, d0 = self.cfg.shapes[0]
+        eye = torch.eye(d1, dtype=theta.dtype, device=theta.device)
+        trans = torch.einsum("ap,kq->akpq", eye, null).reshape(d1 * null.shape[0], d1 * d0)
+        gen = torch.zeros(
+            theta.shape[0], trans.shape[0], self.n_params, dtype=theta.dtype, device=theta.device
+        )
+        gen[..., : d1 * d0] = trans
+        return gen
 
     def expected_zero_eigenvalues(self, theta: Tensor) -> Tensor:
         """Dimension of the symmetry orbit's tangent space at each point, ``(R,)``.

@@ -13,6 +13,7 @@ autodiff default, exact away from the kinks (sigma'' = 0 there).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -90,8 +91,82 @@ def _noise(config: PiecewiseLinearConfig, width: int, gen: torch.Generator) -> T
     return 1.0 + config.noise_level * torch.randn(shape, generator=gen, dtype=torch.float64)
 
 
-def _leaky(z: Tensor, slope: float) -> Tensor:
+def leaky_relu(z: Tensor, slope: float) -> Tensor:
+    """sigma(z) = z for z > 0, slope * z otherwise (sigma'(0) = slope, as torch's leaky_relu)."""
     return torch.where(z > 0, z, slope * z)
+
+
+def unit_rescaling_tangents(Ws: list[Tensor], n_params: int) -> Tensor:
+    """Per hidden unit of a layered net with weights ``Ws = [W_1 (R, d1, d0), ..., W_L]`` (flattened
+    row-major in this order): the tangent of its positive rescaling (incoming row * c, outgoing column
+    / c), (W_l[i, :], -W_{l+1}[:, i]) at c = 1, ``(R, sum of hidden widths, P)``."""
+    R = Ws[0].shape[0]
+    offsets = [0]
+    for W in Ws:
+        offsets.append(offsets[-1] + W.shape[1] * W.shape[2])
+    blocks = []
+    for layer in range(len(Ws) - 1):
+        d = Ws[layer].shape[1]
+        eye = torch.eye(d, dtype=Ws[0].dtype, device=Ws[0].device)
+        gen = torch.zeros(R, d, n_params, dtype=Ws[0].dtype, device=Ws[0].device)
+        incoming = torch.einsum("ip,rpq->ripq", eye, Ws[layer])  # row i of W_l: (R, d, d, d_prev)
+        outgoing = -torch.einsum("rpi,iq->ripq", Ws[layer + 1], eye)  # column i of W_{l+1}
+        gen[..., offsets[layer] : offsets[layer + 1]] = incoming.reshape(R, d, -1)
+        gen[..., offsets[layer + 1] : offsets[layer + 2]] = outgoing.reshape(R, d, -1)
+        blocks.append(gen)
+    return torch.cat(blocks, dim=1)
+
+
+GradWithSlopes = Callable[[Tensor, list[Tensor]], Tensor]
+
+
+def smallest_generalized_gradient(
+    grad_with_slopes: GradWithSlopes,
+    theta: Tensor,
+    pre: list[Tensor],
+    live: list[Tensor],
+    slope: float,
+    kink_tol: float,
+) -> tuple[Tensor, Tensor, bool]:
+    """For a leaky-ReLU net with hidden pre-activations ``pre: [(R, d_l, N)]``: per replica of ``theta:
+    (R, P)``, the smallest norm of a chain-rule (Clarke) generalized gradient and the number of kinked
+    (unit, sample) pairs, ``(R,)`` each, and whether the norm is exact (one hidden layer) or an upper bound.
+
+    Pairs with ``live`` ``(d_l, N)`` true and |Z| <= ``kink_tol`` sit at the kink, where sigma' may be any
+    value in [slope, 1]; ``grad_with_slopes(point (1, P), slopes [(1, d_l, N)])`` is the backprop formula
+    with those derivatives. The gradient is affine in one layer's slopes when the others are fixed, so
+    each layer's slopes are chosen by bounded least squares (scipy ``lsq_linear``), in turn, three rounds
+    for two or more layers.
+    """
+    from scipy.optimize import lsq_linear
+
+    s = slope
+    norms, counts = [], []
+    for r in range(theta.shape[0]):
+        point = theta[r : r + 1]
+        slopes = [torch.where(Z[r : r + 1] > 0, 1.0, torch.full_like(Z[r : r + 1], s)) for Z in pre]
+        kinked = [(Z[r : r + 1].abs() <= kink_tol) & alive for Z, alive in zip(pre, live, strict=True)]
+        counts.append(sum(int(k.sum()) for k in kinked))
+        rounds = 1 if len(pre) == 1 else 3
+        for _ in range(rounds if counts[-1] else 0):
+            for layer, mask in enumerate(kinked):
+                where = torch.nonzero(mask.reshape(-1)).squeeze(-1)
+                if where.numel() == 0:
+                    continue
+                base = grad_with_slopes(point, slopes)[0]  # (P,)
+                current = slopes[layer].reshape(-1)[where]
+                columns = []
+                for idx in where.tolist():  # the gradient's change per unit change of one slope
+                    bumped = [t.clone() for t in slopes]
+                    bumped[layer].view(-1)[idx] += 1.0
+                    columns.append(grad_with_slopes(point, bumped)[0] - base)
+                A = torch.stack(columns, dim=1).cpu().numpy()  # (P, K)
+                rhs = -(base.cpu().numpy() - A @ current.cpu().numpy())
+                fit = lsq_linear(A, rhs, bounds=(s, 1.0) if s < 1.0 else (s, s + 1e-12))
+                slopes[layer].view(-1)[where] = torch.as_tensor(fit.x, dtype=theta.dtype)
+        norms.append(float(grad_with_slopes(point, slopes).norm()))
+    exact = len(pre) == 1
+    return torch.tensor(norms, dtype=torch.float64), torch.tensor(counts, dtype=torch.long), exact
 
 
 class PiecewiseLinear(Landscape):
@@ -147,7 +222,7 @@ class PiecewiseLinear(Landscape):
         for W, e in zip(Ws[:-1], eps, strict=True):
             Z = W @ acts[-1]  # (R, d_l, N)
             pre.append(Z)
-            acts.append(e.to(theta) * _leaky(Z, self.cfg.slope))
+            acts.append(e.to(theta) * leaky_relu(Z, self.cfg.slope))
         acts.append(Ws[-1] @ acts[-1])  # (R, 1, N)
         return acts, pre
 
@@ -190,37 +265,12 @@ class PiecewiseLinear(Landscape):
         turn, three rounds for two layers (exact for one hidden layer; an upper bound on the minimum for
         two). Near 0 with kinked pairs: a non-differentiable critical point (Clarke stationary).
         """
-        from scipy.optimize import lsq_linear
-
         theta = theta.to(torch.float64)
         _, pre = self._forward(theta, self.X, self.eps)
-        s = self.cfg.slope
-        norms, counts = [], []
-        for r in range(theta.shape[0]):
-            point = theta[r : r + 1]
-            slopes = [torch.where(Z[r : r + 1] > 0, 1.0, torch.full_like(Z[r : r + 1], s)) for Z in pre]
-            kinked = [(Z[r : r + 1].abs() <= kink_tol) & (e != 0) for Z, e in zip(pre, self.eps, strict=True)]
-            counts.append(sum(int(k.sum()) for k in kinked))
-            rounds = 1 if len(pre) == 1 else 3
-            for _ in range(rounds if counts[-1] else 0):
-                for layer, mask in enumerate(kinked):
-                    where = torch.nonzero(mask.reshape(-1)).squeeze(-1)
-                    if where.numel() == 0:
-                        continue
-                    base = self.grad_with_slopes(point, slopes)[0]  # (P,)
-                    current = slopes[layer].reshape(-1)[where]
-                    columns = []
-                    for idx in where.tolist():  # the gradient's change per unit change of one slope
-                        bumped = [t.clone() for t in slopes]
-                        bumped[layer].view(-1)[idx] += 1.0
-                        columns.append(self.grad_with_slopes(point, bumped)[0] - base)
-                    A = torch.stack(columns, dim=1).cpu().numpy()  # (P, K)
-                    rhs = -(base.cpu().numpy() - A @ current.cpu().numpy())
-                    fit = lsq_linear(A, rhs, bounds=(s, 1.0) if s < 1.0 else (s, s + 1e-12))
-                    slopes[layer].view(-1)[where] = torch.as_tensor(fit.x, dtype=theta.dtype)
-            norms.append(float(self.grad_with_slopes(point, slopes).norm()))
-        exact = len(pre) == 1
-        return torch.tensor(norms, dtype=torch.float64), torch.tensor(counts, dtype=torch.long), exact
+        live = [e != 0 for e in self.eps]  # a dropped unit's kink does not affect the loss
+        return smallest_generalized_gradient(
+            self.grad_with_slopes, theta, pre, live, self.cfg.slope, kink_tol
+        )
 
     # ---- facts --------------------------------------------------------------------------------------
     @staticmethod
@@ -254,22 +304,7 @@ class PiecewiseLinear(Landscape):
         """Per hidden unit, the tangent of its positive rescaling (incoming row * c, outgoing column / c):
         (W_l[i, :], -W_{l+1}[:, i]) at c = 1, ``(R, sum_l d_l, P)``. Permuting units is not a symmetry
         here (the noise is tied to unit indices) and is discrete anyway."""
-        R = theta.shape[0]
-        Ws = self.layers(theta)
-        offsets = [0]
-        for rows, cols in self.cfg.shapes:
-            offsets.append(offsets[-1] + rows * cols)
-        blocks = []
-        for layer in range(len(Ws) - 1):
-            d = Ws[layer].shape[1]
-            eye = torch.eye(d, dtype=theta.dtype, device=theta.device)
-            gen = torch.zeros(R, d, self.n_params, dtype=theta.dtype, device=theta.device)
-            incoming = torch.einsum("ip,rpq->ripq", eye, Ws[layer])  # row i of W_l: (R, d, d, d_prev)
-            outgoing = -torch.einsum("rpi,iq->ripq", Ws[layer + 1], eye)  # column i of W_{l+1}
-            gen[..., offsets[layer] : offsets[layer + 1]] = incoming.reshape(R, d, -1)
-            gen[..., offsets[layer + 1] : offsets[layer + 2]] = outgoing.reshape(R, d, -1)
-            blocks.append(gen)
-        return torch.cat(blocks, dim=1)
+        return unit_rescaling_tangents(self.layers(theta), self.n_params)
 
     def expected_zero_eigenvalues(self, theta: Tensor) -> Tensor:
         """Numerical rank of the per-unit rescaling tangents: the number of hidden units at a generic

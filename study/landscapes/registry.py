@@ -10,6 +10,7 @@ import torch
 
 from study.landscapes.base import Landscape
 from study.landscapes.classification import Classification, ClassificationConfig
+from study.landscapes.deep_leaky import DeepLeaky, DeepLeakyConfig
 from study.landscapes.deep_linear import DeepLinear, DeepLinearConfig
 from study.landscapes.piecewise_linear import PiecewiseLinear, PiecewiseLinearConfig
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
@@ -45,6 +46,7 @@ LANDSCAPES: dict[str, LandscapeEntry] = {
         objectives=frozenset({"test_error"}),
     ),
     "deep_linear": LandscapeEntry(DeepLinearConfig, DeepLinear),
+    "deep_leaky": LandscapeEntry(DeepLeakyConfig, DeepLeaky),
     "piecewise_linear": LandscapeEntry(PiecewiseLinearConfig, PiecewiseLinear),
 }
 

@@ -57,9 +57,25 @@ class TeacherStudentReport:
         if not {"k", "n"} <= set(table.columns):
             return []
         per_kn = _pool(table, ["k", "n"])
+        written = []
         if per_kn["k"].nunique() >= 1 and len(per_kn) >= 2:
-            return [plots.rate_vs_k_plot(per_kn, folder / "spurious_rate_vs_k.png")]
-        return []
+            written.append(
+                plots.rate_vs_k_plot(per_kn, folder / "spurious_rate_vs_k.png", confidence=RATE_CONFIDENCE)
+            )
+        runs = hunt.runs
+        if "param_k" in runs and "lambda_min" in runs and runs["param_k"].nunique() >= 2:
+            minima = runs[runs["critical_point"].isin(["global_minimum", "spurious_minimum"])]
+            note = ""
+            if "param_n" in minima and (minima["param_n"] != minima["param_k"]).any():
+                # wider students have flat directions at their global minima: keep n = k
+                minima, note = minima[minima["param_n"] == minima["param_k"]], " (runs with n = k)"
+            if len(minima):
+                written.append(
+                    plots.lambda_min_vs_k_plot(
+                        minima.assign(k=minima["param_k"]), folder / "lambda_min_vs_k.png", note=note
+                    )
+                )
+        return written
 
     def sections(self, hunt: HuntFolder, state: Families, lines: list[str], folder: Path) -> list[Path]:
         return _families_section(hunt, state[0], state[1], lines, folder)
@@ -76,12 +92,17 @@ class TeacherStudentReport:
 REPORT = TeacherStudentReport()
 
 
+RATE_CONFIDENCE = 0.99  # the interval bands of the rate-against-k plot
+
+
 def _pool(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Configurations pooled over the columns other than ``keys`` (counts add up), with intervals."""
+    """Configurations pooled over the columns other than ``keys`` (counts add up), with
+    ``RATE_CONFIDENCE`` Wilson intervals."""
     pooled = table.groupby(keys, as_index=False)[["runs", "certified_spurious"]].sum()
     pooled["rate"] = pooled["certified_spurious"] / pooled["runs"]
     bounds = [
-        binomial_interval(c, r) for c, r in zip(pooled["certified_spurious"], pooled["runs"], strict=True)
+        binomial_interval(c, r, confidence=RATE_CONFIDENCE)
+        for c, r in zip(pooled["certified_spurious"], pooled["runs"], strict=True)
     ]
     pooled["rate_low"] = [b[0] for b in bounds]
     pooled["rate_high"] = [b[1] for b in bounds]

@@ -24,7 +24,9 @@ class SGDConfig:
     Phase 1 uses plain SGD always (the paper's recipe); phase 2 adds ``momentum``, ``weight_decay`` and
     augmentation (random shifts by up to ``shift_pixels``, plus horizontal flips on natural images) when
     ``regularization`` is true. Each phase stops per replica at the end of the first epoch whose
-    training accuracy (on that phase's training set) is >= ``target_acc``. train_dtype: dtype of the SGD
+    training accuracy (on that phase's training set) is >= its target, or at its epoch cap
+    (``phase1_epochs``, ``phase2_epochs``): phase 1 (random labels) aims at ``phase1_target_acc`` (None:
+    ``target_acc``), phase 2 at ``target_acc``. train_dtype: dtype of the SGD
     phases (None: the landscape's dtype); diagnostics are float64. spectrum: Lanczos extremes of the
     Hessian at the end points (slow beyond tiny models).
     """
@@ -38,6 +40,7 @@ class SGDConfig:
     lr: float = 0.1
     batch_size: int = 128
     target_acc: float = 0.995
+    phase1_target_acc: float | None = None  # None: target_acc
     momentum: float = 0.9  # used only with regularization
     weight_decay: float = 5e-4  # used only with regularization
     shift_pixels: int = 1  # augmentation, only with regularization
@@ -56,6 +59,8 @@ class SGDConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if not 0.0 < self.target_acc <= 1.0:
             raise ValueError(f"target_acc must be in (0, 1], got {self.target_acc}")
+        if self.phase1_target_acc is not None and not 0.0 < self.phase1_target_acc <= 1.0:
+            raise ValueError(f"phase1_target_acc must be in (0, 1], got {self.phase1_target_acc}")
         if self.shift_pixels < 0 or self.momentum < 0 or self.weight_decay < 0:
             raise ValueError("shift_pixels, momentum and weight_decay must be >= 0")
         if self.train_dtype is not None and self.train_dtype not in DTYPES:
@@ -77,6 +82,7 @@ class Phase:
     labels: Tensor  # (R, M) per-replica labels
     keep: Tensor | None  # (R, M, H*W) bool: pixels not zeroed (phase 1), or None
     epochs: int
+    target_acc: float  # a replica stops after the first epoch ending at this training accuracy
     momentum: float
     weight_decay: float
     augment: bool
@@ -126,6 +132,7 @@ def adversarial_phase(
         labels=torch.stack(labels).to(landscape.device),
         keep=torch.stack(keeps).to(landscape.device),
         epochs=c.phase1_epochs,
+        target_acc=c.target_acc if c.phase1_target_acc is None else c.phase1_target_acc,
         momentum=0.0,
         weight_decay=0.0,
         augment=False,
@@ -143,6 +150,7 @@ def clean_phase(landscape: Classification, config: SGDConfig, seeds: list[int], 
         labels=landscape.data.y_train.unsqueeze(0).expand(len(seeds), n).contiguous(),
         keep=None,
         epochs=c.phase2_epochs,
+        target_acc=c.target_acc,
         momentum=c.momentum if reg else 0.0,
         weight_decay=c.weight_decay if reg else 0.0,
         augment=reg and (c.shift_pixels > 0 or landscape.flips),
@@ -187,7 +195,7 @@ def sgd_phase(
     Each replica draws its own minibatch order (and augmentation) from its seed, so replica r's
     trajectory depends only on ``seeds[r]``. Update, PyTorch convention:
     g = grad + wd * theta;  buf = momentum * buf + g;  theta = theta - lr * buf.
-    A replica stops (is frozen) after the first epoch ending with phase accuracy >= target_acc.
+    A replica stops (is frozen) after the first epoch ending with phase accuracy >= ``phase.target_acc``.
     """
     c = config
     R, _ = theta.shape
@@ -237,7 +245,7 @@ def sgd_phase(
         bad = active & ~torch.isfinite(theta).all(dim=1)
         diverged |= bad
         acc = torch.where(bad, torch.zeros_like(acc), phase_accuracy(landscape, theta, phase))
-        active &= ~bad & (acc < c.target_acc)
+        active &= ~bad & (acc < phase.target_acc)
         if not bool(active.any()):
             curve[:, epoch + 1 :] = curve[:, epoch : epoch + 1]
             break

@@ -64,52 +64,92 @@ def _width_label(excess: float) -> str:
     return "n = k" if excess == 0 else f"n = k{int(excess):+d}"
 
 
-def rate_vs_k_plot(table: pd.DataFrame, path: Path) -> Path:
-    """Certified spurious rate against the teacher size k, one line per excess width n - k, with 95%
-    intervals and the counts (x/N) beside each point. ``table`` has columns k, n, runs,
-    certified_spurious, rate, rate_low, rate_high (one row per configuration)."""
+def rate_vs_k_plot(table: pd.DataFrame, path: Path, *, confidence: float = 0.99) -> Path:
+    """Certified spurious rate against the teacher size k, one line per excess width n - k, with shaded
+    Wilson interval bands at ``confidence`` and the counts (x/N) beside each point. ``table`` has columns
+    k, n, runs, certified_spurious, rate, rate_low, rate_high (one row per configuration)."""
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
     ax = fig.subplots()
     table = table.assign(excess=table["n"] - table["k"])
     top = float(np.nanmax(table["rate_high"])) if len(table) else 1.0
+    markers = ("o", "s", "^", "D", "v")
     for number, (excess, rows) in enumerate(table.groupby("excess", sort=True)):
         rows = rows.sort_values("k")
-        error = [rows["rate"] - rows["rate_low"], rows["rate_high"] - rows["rate"]]
-        offset = 0.08 * float(number)  # keep overlapping error bars apart
-        bars = ax.errorbar(
-            rows["k"] + offset,
+        shift = 0.06 * number  # series whose rates coincide (often all 0) stay visible side by side
+        (line,) = ax.plot(
+            rows["k"] + shift,
             rows["rate"],
-            yerr=error,
-            marker="o",
-            capsize=3,
-            clip_on=False,  # a zero rate sits on the axis, fully drawn
+            marker=markers[number % len(markers)],
+            ms=4,
+            clip_on=False,
             label=_width_label(float(excess)),
         )
-        color = bars[0].get_color()
+        color = line.get_color()
+        ax.fill_between(rows["k"] + shift, rows["rate_low"], rows["rate_high"], color=color, alpha=0.12, lw=0)
+        for edge in ("rate_low", "rate_high"):
+            ax.plot(rows["k"] + shift, rows[edge], color=color, lw=0.6, ls=":")
         for k, rate, hits, runs in zip(
             rows["k"], rows["rate"], rows["certified_spurious"], rows["runs"], strict=True
         ):
+            if int(hits) == 0:
+                continue  # unlabelled points are 0 of their runs (the title says so)
             ax.annotate(
                 f"{int(hits)}/{int(runs)}",
-                (k + offset, rate),
+                (k + shift, rate),
                 textcoords="offset points",
-                xytext=(6, 4 + 11 * number),  # series apart where their points coincide
-                fontsize=7,
+                xytext=(5, 4 + 10 * number),
+                fontsize=6.5,
                 color=color,
-                bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8},
             )
-    ax.set_xlabel("teacher size k")
-    ax.set_ylabel("certified spurious rate")
-    ax.set_xticks(sorted(table["k"].unique()))
+    ax.set_xlabel("teacher size k (input dimension d = k)")
+    ax.set_ylabel("fraction of runs ending at a certified spurious minimum")
+    ks = sorted(table["k"].unique())
+    ax.set_xticks(ks if len(ks) <= 20 else ks[:: max(1, len(ks) // 12)])
     ax.set_ylim(-0.02 * max(top, 0.05), max(top, 0.05) * 1.12)
     ax.axhline(0, color="0.7", lw=0.6, zorder=0)
-    ax.legend(title="student width", fontsize=8)
+    ax.legend(title="student width n", fontsize=8)
     runs = int(table["runs"].sum())
-    ks = table["k"].to_numpy(dtype=float)
-    ax.set_xlim(ks.min() - 0.5, ks.max() + 0.7)
+    ax.set_xlim(min(ks) - 0.5, max(ks) + 0.9)
     ax.set_title(
         f"Certified spurious minima vs k: {runs} runs in {len(table)} configurations\n"
-        "95% Wilson intervals; labels: certified spurious / runs",
+        f"bands: {confidence:.0%} Wilson intervals; labels: certified spurious / runs (none: 0)",
+        fontsize=9,
+    )
+    return _finish(fig, path)
+
+
+def lambda_min_vs_k_plot(runs: pd.DataFrame, path: Path, *, note: str = "") -> Path:
+    """The smallest Hessian eigenvalue at every global and spurious minimum against k (log scale; one
+    dot per run, jittered in k, with the median per k and class as a line). ``runs`` has columns k,
+    critical_point, lambda_min."""
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    floor = 1e-8
+    styles = {"global_minimum": ("0.45", "global minima"), "spurious_minimum": ("tab:red", "spurious minima")}
+    jitter = np.random.default_rng(0)
+    for cls, (color, label) in styles.items():
+        rows = runs[runs["critical_point"] == cls]
+        if not len(rows):
+            continue
+        values = rows["lambda_min"].to_numpy(dtype=float).clip(min=floor)
+        ks = rows["k"].to_numpy(dtype=float)
+        ax.scatter(ks + jitter.uniform(-0.25, 0.25, len(ks)), values, s=5, color=color, alpha=0.35, lw=0)
+        median = rows.assign(v=values).groupby("k")["v"].median()
+        ax.plot(
+            median.index,
+            median.to_numpy(),
+            color=color,
+            marker="_",
+            ms=12,
+            lw=1.2,
+            label=f"{label} ({len(rows)} runs; line: median)",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("teacher size k")
+    ax.set_ylabel("lambda_min of the Hessian at the end point")
+    ax.legend(fontsize=8)
+    ax.set_title(
+        f"Smallest Hessian eigenvalue at minima vs k{note}\n(values below {floor:g} drawn at {floor:g})",
         fontsize=9,
     )
     return _finish(fig, path)

@@ -20,6 +20,8 @@ CONTRACT_CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
     "teacher_student": ("teacher_student", {"k": 3, "n": 4}),
     "deep_linear": ("deep_linear", {"widths": (3, 2, 3), "m": 8}),
     "deep_linear_deep_lowrank": ("deep_linear", {"widths": (3, 4, 2, 3), "m": 8, "x_rank": 2}),
+    "deep_leaky": ("deep_leaky", {"widths": (3, 4, 2, 3), "m": 8, "slope": 0.2}),
+    "deep_leaky_relu_lowrank": ("deep_leaky", {"widths": (3, 3, 3), "m": 8, "slope": 0.0, "x_rank": 2}),
     "piecewise_linear": ("piecewise_linear", {"N": 6, "d0": 3, "widths": (4,)}),
     "piecewise_linear_two_layer": (
         "piecewise_linear",

@@ -69,6 +69,8 @@ PERTURB: dict[str, dict[str, Any]] = {
         "lr": 0.05,
         "batch_size": 5,
         "target_acc": 0.05,
+        # phase 1 runs only from an adversarial init; reached at once, it stops after 1 of 5 epochs
+        "phase1_target_acc": (1e-6, {"init": "adversarial", "phase1_epochs": 5}),
         "momentum": 0.5,
         "weight_decay": 0.1,
         "shift_pixels": 0,
