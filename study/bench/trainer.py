@@ -22,7 +22,15 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
+
+try:  # not on a bare GPU image (the bench then runs one BLAS thread only if the image's default is 1)
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover - GPU image
+    from contextlib import nullcontext
+
+    def threadpool_limits(limits: int) -> nullcontext[None]:  # type: ignore[misc]
+        return nullcontext()
+
 
 from study.bench.anchor import find_minimum
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
@@ -148,7 +156,8 @@ def main(
                 f" {f'{m:.1f}x [{lo:.1f}-{hi:.1f}]':>24}" for m, lo, hi in (row.ratios[e] for e in row.ratios)
             )
             print(
-                f"{k:>3} {row.anchor_rate:>14.2f}{cells} {row.anchor_vs_compiled:>15.1e} {str(row.steps_equal):>10}",
+                f"{k:>3} {row.anchor_rate:>14.2f}{cells} {row.anchor_vs_compiled:>15.1e}"
+                f" {str(row.steps_equal):>10}",
                 flush=True,
             )
     head = next((r for r in rows if r.k == 8), rows[0])

@@ -42,6 +42,7 @@ class TeacherStudentKernel:
     V: np.ndarray
     identity: bool
 
+
 __all__ = [
     "TeacherStudent",
     "TeacherStudentConfig",

@@ -22,9 +22,9 @@ from torch import Tensor
 
 from study.landscapes.base import Landscape
 from study.landscapes.teacher_student import TeacherStudentKernel
-from study.training.teacher_student_kernel import descend_rows, padded, teacher_term
 from study.training.gd import TrainConfig, TrainResult, log_grid
 from study.training.newton import newton_finish
+from study.training.teacher_student_kernel import descend_rows, padded, teacher_term
 
 _STEP, _TOTAL, _RESTARTS, _REDUCTIONS = range(4)
 _LR, _CHECKPOINT, _SWITCH = range(3)
@@ -195,7 +195,13 @@ def train_compiled(
     ints, flags = state["ints"], state["flags"]
     diverged, converged, stalled = flags[:, _DIVERGED], flags[:, _CONVERGED], flags[:, _STALLED]
     reasons = [
-        "diverged" if diverged[r] else "converged" if converged[r] else "stalled" if stalled[r] else "max_steps"
+        "diverged"
+        if diverged[r]
+        else "converged"
+        if converged[r]
+        else "stalled"
+        if stalled[r]
+        else "max_steps"
         for r in range(R)
     ]
     return TrainResult(

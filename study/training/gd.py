@@ -117,8 +117,10 @@ class _LossCurve:
 def uses_compiled(landscape: Landscape, theta0: Tensor, config: TrainConfig) -> bool:
     """Whether :func:`train` runs the compiled engine for this landscape, start and config (a
     ``ValueError`` naming ``engine`` if "compiled" is asked where it cannot run)."""
+    kernel = getattr(landscape, "descent_kernel", None)  # duck-typed landscapes have none
     able = (
-        landscape.descent_kernel() is not None
+        kernel is not None
+        and kernel() is not None
         and theta0.device.type == "cpu"
         and theta0.dtype == torch.float64
     )

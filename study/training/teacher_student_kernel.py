@@ -246,7 +246,12 @@ def descend_one(
     ``curve: (R, C)`` the loss at the grid steps ``curve_steps: (C,)``.
     """
     tol, restart_at, max_restarts = settings[0], settings[1], settings[2]
-    window, stall_rtol, stall_factor, stall_reductions = int(settings[3]), settings[4], settings[5], settings[6]
+    window, stall_rtol, stall_factor, stall_reductions = (
+        int(settings[3]),
+        settings[4],
+        settings[5],
+        settings[6],
+    )
     n, d = theta.shape[1], theta.shape[2]
     k, dp = Vp.shape
     mp = -(-(n if identity else n + k) // LANES) * LANES
@@ -348,6 +353,18 @@ def descend_rows(
     """:func:`descend_one` for each replica in ``rows``, spread over numba's threads."""
     for t in prange(rows.shape[0]):
         descend_one(
-            rows[t], theta0, theta, V, Vp, identity, teacher_term, ints, floats, flags, limit, settings,
-            curve_steps, curve,
+            rows[t],
+            theta0,
+            theta,
+            V,
+            Vp,
+            identity,
+            teacher_term,
+            ints,
+            floats,
+            flags,
+            limit,
+            settings,
+            curve_steps,
+            curve,
         )
