@@ -10,7 +10,7 @@ export OPTUNA_DISABLE_TELEMETRY := 1
 # PostgreSQL for the `postgres` tests (started by `make services`; they skip when it is down)
 export MINIMA_HUNT_TEST_PG ?= postgresql+psycopg2://minima:minima@127.0.0.1:55432
 
-.PHONY: install run test lint typecheck pytest slow bench gpu-safran services browser clean
+.PHONY: install run test lint typecheck pytest slow bench gpu gpu-safran services browser clean
 
 install: $(STAMP)
 
@@ -46,6 +46,10 @@ browser:
 
 bench: install
 	$(BIN)/study bench trainer
+
+# Every GPU check in one script, on a lent CUDA machine's own python3 (no venv there: see the script).
+gpu:
+	bash infra/gpu/checks.sh
 
 # Safran-Yehudai-Shamir (2021) for k = n = 6..100 on one CUDA device, no Ray/MLflow/Optuna and no install
 # (the lent GPU machine): ~8 minutes, then `study sweep $(GPU_OUT)` and `study report $(GPU_OUT)` here.

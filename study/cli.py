@@ -138,12 +138,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError(f"--device {args.device}: no CUDA device is available")
         if args.anchor_runs < 1:
             raise UsageError(f"--anchor-runs must be >= 1, got {args.anchor_runs}")
+        engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+        unknown = [e for e in engines if e not in bench_trainer.ENGINES]
+        if not engines or unknown:
+            raise UsageError(
+                f"--engines must name some of {', '.join(bench_trainer.ENGINES)}, got {args.engines!r}"
+            )
+        if args.blocks < 1:
+            raise UsageError(f"--blocks must be >= 1, got {args.blocks}")
         return bench_trainer.main(
-            ks=_int_list(args.k, "--k"),
+            ks=_int_list(args.k or "8,13,20", "--k"),
             runs=args.runs or 1000,
             anchor_runs=args.anchor_runs,
+            blocks=args.blocks,
             device=args.device,
             threads=args.threads,
+            engines=engines,
         )
     if args.what == "agreement":
         from study.bench import agreement as bench_agreement
@@ -151,7 +161,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not args.switch_at > 0:
             raise UsageError(f"--switch-at must be > 0, got {args.switch_at}")
         return bench_agreement.main(
-            ks=_int_list(args.k, "--k"),
+            ks=_int_list(args.k or "8,13,20", "--k"),
             excess=[int(x) for x in args.excess.split(",") if x.strip()],
             seeds=args.runs or 500,
             switch_at=args.switch_at,
@@ -161,6 +171,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from study.bench import grid as bench_grid
 
         return bench_grid.main(runs=args.runs or 20, out=args.out, num_cpus=args.cpus)
+    if args.what == "gpu-grid":
+        from study.bench import gpu_grid
+
+        return gpu_grid.main(
+            runs=args.runs or 100, device=args.device, ks=None if args.k is None else _int_list(args.k, "--k")
+        )
     if args.what == "tracking":
         from study.bench import tracking as bench_tracking
 
@@ -212,8 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="benchmarks (ratios measured side by side)")
-    p.add_argument("what", choices=["trainer", "agreement", "grid", "tracking"])
-    p.add_argument("--k", default="8,13,20", help="trainer: teacher sizes k = n (comma-separated)")
+    p.add_argument("what", choices=["trainer", "agreement", "grid", "gpu-grid", "tracking"])
+    p.add_argument(
+        "--k", default=None, help="trainer: teacher sizes k = n (default 8,13,20); gpu-grid: k to keep"
+    )
     p.add_argument(
         "--runs",
         type=int,
@@ -221,7 +239,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="trainer: 1000 batched runs; agreement: 500 seeds; grid: 20 per cell; tracking: 64 per trial",
     )
     p.add_argument("--trials", type=int, default=None, help="tracking: trials per hunt (default 8)")
-    p.add_argument("--anchor-runs", type=int, default=32, help="trainer: runs of the per-run numpy anchor")
+    p.add_argument("--anchor-runs", type=int, default=40, help="trainer: runs of the per-run numpy anchor")
+    p.add_argument("--blocks", type=int, default=4, help="trainer: alternating anchor/engine blocks per k")
+    p.add_argument(
+        "--engines", default="compiled,compiled plain,torch", help="trainer: engine columns (comma-separated)"
+    )
     p.add_argument("--device", default="cpu", help="trainer: device of the batched side (cpu, cuda)")
     p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (1: per-core comparison)")
     p.add_argument("--excess", default="0", help="agreement: n - k values (comma-separated)")

@@ -1,113 +1,166 @@
-"""`study bench trainer`: the batched trainer against the published protocol run one network at a time.
+"""`study bench trainer`: each training engine against the published protocol run one network at a time.
 
 The anchor is :func:`study.bench.anchor.find_minimum`, the authors' per-run MATLAB procedure in plain
-numpy; the batched side is :func:`study.training.gd.train` on ``runs`` replicas, plain (the same
-protocol, batched) and fast (with the Newton finish the pipelines use). Both sides train the same
-seeds on one thread (a per-core comparison), in one process, one k after another. The anchor trains
-the first ``anchor_runs`` of the seeds. The last line printed is ``speedup: X.Xx`` for k = 8 (or the
-first k): fast runs per second over anchor runs per second.
+numpy. The engines are :func:`study.training.gd.train` with ``engine`` "compiled" (one compiled loop
+per replica) and "torch" (the batched tensor loop), both with the Newton finish at stationarity 1e-2
+(``FAST``), plus the compiled engine on the plain protocol. Everything runs on one thread (a per-core
+comparison), in one process, one k after another.
+
+To be robust to the machine's drift, each k runs in ``blocks`` short blocks that alternate anchor
+and engines: block b trains the anchor on its slice of the anchor seeds and each engine on its slice of
+the batched seeds (the anchor seeds come first in it); a block's ratio is the engine's runs per second
+over the anchor's in that block, and the table reports the median ratio over blocks with its range.
+Compilation (numba, once per process) is timed apart and never counted. The last line printed is
+``speedup: X.Xx``, the default engine (compiled, with the Newton finish) at k = 8 (or the first k).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
+
+try:  # not on a bare GPU image (the bench then runs one BLAS thread only if the image's default is 1)
+    from threadpoolctl import threadpool_limits
+except ImportError:  # pragma: no cover - GPU image
+    from contextlib import nullcontext
+
+    def threadpool_limits(limits: int) -> nullcontext[None]:  # type: ignore[misc]
+        return nullcontext()
+
 
 from study.bench.anchor import find_minimum
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
-from study.training.gd import TrainConfig, TrainResult, train
+from study.training.gd import TrainConfig, train
 
 PROTOCOL = TrainConfig()  # step 0.1, restart at 1e4, stop at max_i |2 pi grad_i| <= 1e-9
-# the earlier Newton switch measured in docs/RESULTS.md (same class, loss to 1e-8 on 500 seeds at k = 8, 13)
 FAST = replace(PROTOCOL, newton_polish=True, newton_polish_at=1e-2)
+ENGINES = {  # column -> config; the first is the default engine with the pipelines' finish
+    "compiled": replace(FAST, engine="compiled"),
+    "compiled plain": replace(PROTOCOL, engine="compiled"),
+    "torch": replace(FAST, engine="torch"),
+}
 
 
 @dataclass(frozen=True)
 class Row:
-    """One k of the benchmark: runs per second of each side and how far their end points are apart."""
+    """One k: the anchor's runs per second, each engine's median ratio to it over blocks and range."""
 
     k: int
     anchor_rate: float
-    plain_rate: float
-    fast_rate: float
-    anchor_vs_plain: float  # max |theta_anchor - theta_plain| over the anchor's seeds
-    fast_vs_plain_loss: float  # max |F(fast) - F(plain)| over all seeds
+    ratios: dict[str, tuple[float, float, float]]  # engine -> (median, lowest, highest) block ratio
+    anchor_vs_compiled: float  # max |theta_anchor - theta_plain compiled| over the anchor's seeds
+    steps_equal: bool  # anchor and plain compiled stop at the same step on every anchor seed
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed_train(
+def _timed(
     landscape: TeacherStudent, theta0: torch.Tensor, config: TrainConfig
-) -> tuple[TrainResult, float]:
-    _synchronize(theta0.device)
+) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """End points, seconds and total steps of one engine call."""
+    if theta0.device.type == "cuda":
+        torch.cuda.synchronize(theta0.device)
     start = time.perf_counter()
     result = train(landscape, theta0, config)
-    _synchronize(theta0.device)
-    return result, time.perf_counter() - start
+    if theta0.device.type == "cuda":
+        torch.cuda.synchronize(theta0.device)
+    return result.theta, time.perf_counter() - start, result.total_steps
 
 
-def measure(k: int, *, runs: int, anchor_runs: int, device: torch.device) -> Row:
-    """Anchor, plain batched and fast batched on the same seeds for k = n, d = k, V = I."""
+def measure(
+    k: int, *, runs: int, anchor_runs: int, blocks: int, device: torch.device, engines: list[str]
+) -> Row:
+    """Anchor and engines on the same seeds for k = n, d = k, V = I, in alternating blocks."""
     landscape = TeacherStudent(TeacherStudentConfig(k=k, n=k), device=device)
     theta0 = landscape.init(list(range(runs)))  # (R, P)
-    if device.type == "cuda":  # warm-up (kernels, allocator) outside the timings
-        train(landscape, theta0[:8], replace(FAST, max_steps=200))
-    plain, plain_seconds = _timed_train(landscape, theta0, PROTOCOL)
-    fast, fast_seconds = _timed_train(landscape, theta0, FAST)
-
-    init = theta0[:anchor_runs].cpu().numpy().reshape(anchor_runs, k, k)
-    teacher = np.eye(k)
-    start = time.perf_counter()
-    ends = [find_minimum(w0, teacher, max_steps=PROTOCOL.max_steps).W for w0 in init]
-    anchor_seconds = time.perf_counter() - start
-    anchor_theta = torch.as_tensor(np.stack(ends).reshape(anchor_runs, -1))
+    if device.type == "cuda":
+        engines = [e for e in engines if e == "torch"]
+        train(landscape, theta0[:8], replace(FAST, max_steps=200))  # kernels, allocator
+    anchor_cut = np.linspace(0, anchor_runs, blocks + 1).astype(int)
+    rest_cut = anchor_runs + np.linspace(0, runs - anchor_runs, blocks + 1).astype(int)
+    ratios: dict[str, list[float]] = {name: [] for name in engines}
+    anchor_seconds = 0.0
+    ends: list[np.ndarray] = []
+    anchor_steps: list[int] = []
+    plain_steps: list[int] = []
+    plain_theta: list[torch.Tensor] = []
+    for b in range(blocks):
+        seeds = slice(int(anchor_cut[b]), int(anchor_cut[b + 1]))
+        start = time.perf_counter()
+        for w0 in theta0[seeds].cpu().numpy().reshape(-1, k, k):
+            one = find_minimum(w0, np.eye(k), max_steps=PROTOCOL.max_steps)
+            ends.append(one.W.ravel())
+            anchor_steps.append(one.total_steps)
+        seconds = time.perf_counter() - start
+        anchor_seconds += seconds
+        anchor_rate = (seeds.stop - seeds.start) / seconds
+        # the block's anchor seeds first, then its share of the other seeds
+        rows = np.r_[seeds.start : seeds.stop, int(rest_cut[b]) : int(rest_cut[b + 1])]
+        batch = theta0[torch.as_tensor(rows)]
+        for name in engines:
+            theta, engine_seconds, steps = _timed(landscape, batch, ENGINES[name])
+            ratios[name].append(batch.shape[0] / engine_seconds / anchor_rate)
+            if name == "compiled plain":
+                n_anchor = seeds.stop - seeds.start
+                plain_theta.append(theta[:n_anchor].cpu())
+                plain_steps.extend(steps[:n_anchor].tolist())
+    anchor_theta = torch.as_tensor(np.stack(ends))
+    gap = float((anchor_theta - torch.cat(plain_theta)).abs().max()) if plain_theta else float("nan")
     return Row(
         k=k,
         anchor_rate=anchor_runs / anchor_seconds,
-        plain_rate=runs / plain_seconds,
-        fast_rate=runs / fast_seconds,
-        anchor_vs_plain=float((anchor_theta - plain.theta[:anchor_runs].cpu()).abs().max()),
-        fast_vs_plain_loss=float((landscape.loss(fast.theta) - landscape.loss(plain.theta)).abs().max()),
+        ratios={name: (statistics.median(v), min(v), max(v)) for name, v in ratios.items()},
+        anchor_vs_compiled=gap,
+        steps_equal=bool(plain_steps) and plain_steps == anchor_steps,
     )
 
 
 def main(
-    *, ks: list[int], runs: int = 1000, anchor_runs: int = 32, device: str = "cpu", threads: int = 1
+    *,
+    ks: list[int],
+    runs: int = 1000,
+    anchor_runs: int = 40,
+    blocks: int = 4,
+    device: str = "cpu",
+    threads: int = 1,
+    engines: list[str] | None = None,
 ) -> int:
     dev = torch.device(device)
     torch.set_num_threads(threads)
+    engines = list(ENGINES) if engines is None else engines
     anchor_runs = min(anchor_runs, runs)
+    blocks = max(1, min(blocks, anchor_runs))
+    compile_seconds = 0.0
+    if dev.type == "cpu" and any(e.startswith("compiled") for e in engines):
+        from study.training.compiled import warm_up
+
+        compile_seconds = warm_up()
     print(
         f"trainer benchmark: teacher-student k = n = d, V = I, step {PROTOCOL.lr}, restart at "
         f"|grad| > {PROTOCOL.restart_grad_norm:g}, stop at max_i |2 pi grad_i| <= {PROTOCOL.tol:g}, float64; "
         f"{threads} thread(s)\nanchor: the published per-run procedure in numpy, {anchor_runs} runs; "
-        f"batched: study.training.gd.train on {runs} runs ({dev}), plain and with the Newton finish "
-        f"(switch at stationarity {FAST.newton_polish_at:g})"
+        f"engines on {runs} runs ({dev}); 'compiled' and 'torch' with the Newton finish at "
+        f"{FAST.newton_polish_at:g}; {blocks} alternating blocks, ratio = median over blocks [range]\n"
+        f"compile (numba, once per process, not counted): {compile_seconds:.1f} s"
     )
-    header = (
-        f"{'k':>3} {'anchor runs/s':>14} {'plain runs/s':>13} {'x':>6} {'fast runs/s':>12} {'x':>6}"
-        f" {'|anchor-plain|':>15} {'|dF fast-plain|':>16}"
-    )
-    print(header)
+    columns = "".join(f" {name + ' x':>24}" for name in engines)
+    print(f"{'k':>3} {'anchor runs/s':>14}{columns} {'|anchor-plain|':>15} {'same steps':>10}")
     rows = []
     with threadpool_limits(limits=threads):
         for k in ks:
-            row = measure(k, runs=runs, anchor_runs=anchor_runs, device=dev)
+            row = measure(k, runs=runs, anchor_runs=anchor_runs, blocks=blocks, device=dev, engines=engines)
             rows.append(row)
-            plain_x, fast_x = row.plain_rate / row.anchor_rate, row.fast_rate / row.anchor_rate
+            cells = "".join(
+                f" {f'{m:.1f}x [{lo:.1f}-{hi:.1f}]':>24}" for m, lo, hi in (row.ratios[e] for e in row.ratios)
+            )
             print(
-                f"{k:>3} {row.anchor_rate:>14.2f} {row.plain_rate:>13.2f} {plain_x:>5.1f}x"
-                f" {row.fast_rate:>12.2f} {fast_x:>5.1f}x"
-                f" {row.anchor_vs_plain:>15.1e} {row.fast_vs_plain_loss:>16.1e}",
+                f"{k:>3} {row.anchor_rate:>14.2f}{cells} {row.anchor_vs_compiled:>15.1e}"
+                f" {str(row.steps_equal):>10}",
                 flush=True,
             )
     head = next((r for r in rows if r.k == 8), rows[0])
-    print(f"speedup: {head.fast_rate / head.anchor_rate:.1f}x")
+    default = next(iter(head.ratios))
+    print(f"speedup: {head.ratios[default][0]:.1f}x")
     return 0

@@ -74,6 +74,11 @@ class Landscape(ABC):
         """Hessian-vector product per replica, ``(R, P), (R, P) -> (R, P)`` (forward-over-reverse)."""
         return torch.func.jvp(self.grad, (theta,), (v,))[1]
 
+    def descent_kernel(self) -> Any | None:
+        """The data of this landscape's compiled per-replica descent (``study.training.compiled``),
+        or None: then training always runs the batched torch engine."""
+        return None
+
     def stationarity(self, theta: Tensor) -> Tensor:
         """The stopping-rule measure per replica, ``(R,)``: default max |grad| entry."""
         return self.stationarity_from_grad(theta, self.grad(theta))

@@ -33,6 +33,16 @@ from study.landscapes.teacher_student_population import (
 TWO_PI = 2.0 * math.pi
 _TINY = 1e-300
 
+
+@dataclass(frozen=True)
+class TeacherStudentKernel:
+    """What the compiled loop needs of a teacher-student landscape: ``V: (k, d)`` float64, and whether
+    it is the identity (then the teacher terms need no matmul)."""
+
+    V: np.ndarray
+    identity: bool
+
+
 __all__ = [
     "TeacherStudent",
     "TeacherStudentConfig",
@@ -141,6 +151,12 @@ class TeacherStudent(Landscape):
 
     def hvp(self, theta: Tensor, v: Tensor) -> Tensor:
         return (self.hessian(theta) @ v.unsqueeze(-1)).squeeze(-1)
+
+    def descent_kernel(self) -> TeacherStudentKernel:
+        """The teacher (float64, C order) for the compiled loop of
+        :mod:`study.landscapes.teacher_student_kernel`."""
+        V = np.ascontiguousarray(self.V.detach().cpu().numpy(), dtype=np.float64)  # (k, d)
+        return TeacherStudentKernel(V=V, identity=self.cfg.teacher == "identity")
 
     def stationarity_from_grad(self, theta: Tensor, grad: Tensor) -> Tensor:
         """max_i |2 pi grad_{w_i} F| (Safran & Shamir's stopping rule), ``(R,)``."""

@@ -58,6 +58,7 @@ PERTURB: dict[str, dict[str, Any]] = {
         "stall_rtol": (1e-12, {"stall_window": 5, "stall_rtol": 0.5}),
         "stall_lr_factor": (0.9, {"stall_window": 5, "stall_rtol": 0.5}),
         "stall_reductions": (0, {"stall_window": 5, "stall_rtol": 0.5}),
+        "engine": "torch",  # the same end points (tests/training/test_engines.py), another engine column
     },
     "two_phase_sgd": {
         "init": "random",

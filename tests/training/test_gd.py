@@ -172,7 +172,7 @@ def test_per_replica_budget():
 def test_loss_curve_is_log_spaced_over_the_steps_taken_with_first_and_last():
     landscape = TeacherStudent(TeacherStudentConfig(k=4, n=4))
     theta0 = landscape.init([3, 4])
-    config = TrainConfig(tol=1e-9, max_steps=200_000)
+    config = TrainConfig(tol=1e-9, max_steps=200_000, engine="torch")  # bitwise: the torch engine
     result = train(landscape, theta0, config)
     grid = result.curve_steps.tolist()
     assert grid[0] == 0 and grid == sorted(set(grid)) and grid[-1] < config.max_steps
