@@ -38,6 +38,7 @@ COMMANDS = {
     "study.cli_hunt",
     "study.cli_report",
     "study.cli_cluster",
+    "study.cli_gpu",
     "study.certify",
     "study.bench",
 }

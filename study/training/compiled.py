@@ -88,20 +88,31 @@ def _run(
     pending = np.arange(R, dtype=np.int64)
     n_done = 0
     previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     try:
         while pending.size > 0:
             flags[pending, _FINISHED] = False
-            args = (pending, theta0, theta, kernel.V, Vp, kernel.identity, term, ints, floats, flags, limit)
-            _with_progress(
-                lambda a=args: descend_rows(*a, settings, curve_steps, curve),
-                flags[:, _FINISHED],
-                pending,
-                flags,
-                n_done,
-                R,
-                progress,
-            )
+            rows = pending
+
+            def descend(rows: np.ndarray = rows) -> None:
+                descend_rows(  # type: ignore[call-arg]
+                    rows,
+                    theta0,
+                    theta,
+                    kernel.V,
+                    Vp,
+                    kernel.identity,
+                    term,
+                    ints,
+                    floats,
+                    flags,
+                    limit,
+                    settings,
+                    curve_steps,
+                    curve,
+                )
+
+            _with_progress(descend, pending, flags, n_done, R, progress)
             left = pending[~flags[pending, _SWITCHED]]
             n_done += left.size
             pending = pending[flags[pending, _SWITCHED]]
@@ -135,7 +146,6 @@ def _run(
 
 def _with_progress(
     call: Callable[[], None],
-    finished: np.ndarray,
     rows: np.ndarray,
     flags: np.ndarray,
     n_done: int,
