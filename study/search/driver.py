@@ -57,7 +57,8 @@ from study.search.objectives import counterexamples, objective_value, summary_me
 from study.search.samplers import grid_size, make_storage
 from study.spec import HuntSpec, PipelineError, sampler_options
 from study.spec_memory import check_fits_in_memory
-from study.tracking.mlflow_sink import HuntTracker, NullTracker, default_tracking_uri
+from study.tracking.mlflow_sink import HuntTracker, default_tracking_uri
+from study.tracking.null import NullTracker
 from study.tracking.reach import (
     check_artifact_location,
     check_reachable,

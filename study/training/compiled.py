@@ -22,8 +22,8 @@ from torch import Tensor
 
 from study.landscapes.base import Landscape
 from study.landscapes.teacher_student import TeacherStudentKernel
-from study.training.gd import TrainConfig, TrainResult, log_grid
 from study.training.newton import newton_finish
+from study.training.protocol import TrainConfig, TrainResult, log_grid
 from study.training.teacher_student_kernel import descend_rows, padded, teacher_term
 
 _STEP, _TOTAL, _RESTARTS, _REDUCTIONS = range(4)
