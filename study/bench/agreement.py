@@ -84,7 +84,8 @@ def main(*, ks: list[int], excess: list[int], seeds: int, switch_at: float, thre
             row = measure(k, k + extra, seeds, switch_at=switch_at, device=torch.device("cpu"))
             classes = ", ".join(f"{name} {count}" for name, count in sorted(row.classes.items()))
             print(
-                f"| {row.k} | {row.n} | {row.seeds} | {row.same_class} | {row.capped} | {row.max_loss_diff:.1e} "
+                f"| {row.k} | {row.n} | {row.seeds} | {row.same_class} | {row.capped} "
+                f"| {row.max_loss_diff:.1e} "
                 f"| {row.loss_diff_above_1e8} | {classes} | {row.reference_steps:.0f} / {row.fast_steps:.0f} "
                 f"| {row.reference_seconds:.0f} / {row.fast_seconds:.0f} |",
                 flush=True,
