@@ -299,19 +299,34 @@ def relabel_unknown_optimum(
     from the recorded second-order verdict. The result depends only on the set of runs, never on how
     they were chunked; call it again as runs arrive. Rows with a known L* are returned unchanged.
     """
-    if "l_star_source" not in frame.columns or "second_order" not in frame.columns:
-        return frame
-    unknown = frame["l_star_source"].astype(str) != "landscape"
+    unknown = unknown_optimum(frame)
     if not bool(unknown.any()):
         return frame
     out = frame.copy()
     keys = by if by is not None else [c for c in out.columns if c.startswith(PARAM_PREFIX)]
     groups = out[unknown].groupby(keys, dropna=False, sort=False) if keys else [(None, out[unknown])]
     for _, group in groups:
-        converged = ~group["critical_point"].isin(["not_converged", "diverged"])
-        best = float(group.loc[converged, "loss"].min()) if bool(converged.any()) else math.nan
-        labelled = label_against(group, [best] * len(group), gap_tol=gap_tol)
-        labelled["l_star_source"] = f"best of {len(group)} runs"
-        for column in ("l_star", "l_star_source", "loss_gap", "critical_point"):
-            out.loc[group.index, column] = labelled[column]
+        relabel_group(out, group, best=best_converged_loss(group), runs=len(group), gap_tol=gap_tol)
     return out
+
+
+def unknown_optimum(frame: pd.DataFrame) -> pd.Series:
+    """Rows whose L* is not the landscape's (relabelled against the best run of their configuration)."""
+    if "l_star_source" not in frame.columns or "second_order" not in frame.columns:
+        return pd.Series(False, index=frame.index)
+    return frame["l_star_source"].astype(str) != "landscape"
+
+
+def best_converged_loss(group: pd.DataFrame) -> float:
+    """The lowest loss among the converged runs of ``group`` (nan when none converged)."""
+    converged = ~group["critical_point"].isin(["not_converged", "diverged"])
+    return float(group.loc[converged, "loss"].min()) if bool(converged.any()) else math.nan
+
+
+def relabel_group(out: pd.DataFrame, group: pd.DataFrame, *, best: float, runs: int, gap_tol: float) -> None:
+    """Label the rows of ``group`` (unknown L*, one configuration, indexing ``out``) in ``out`` against
+    ``best``, the best converged loss of that configuration's ``runs`` runs."""
+    labelled = label_against(group, [best] * len(group), gap_tol=gap_tol)
+    labelled["l_star_source"] = f"best of {runs} runs"
+    for column in ("l_star", "l_star_source", "loss_gap", "critical_point"):
+        out.loc[group.index, column] = labelled[column]

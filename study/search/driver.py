@@ -24,7 +24,7 @@ import pandas as pd
 
 from study.dispatch.pool import ChunkPool
 from study.progress import progress_bar
-from study.record import RunBatch, write_json
+from study.record import RunBatch, write_csv, write_json
 from study.reports.summary import write_summary
 from study.search.finish import TrialWriter
 from study.search.hunt_study import (
@@ -52,6 +52,7 @@ from study.search.identity import (
 )
 from study.search.objectives import objective_value, summary_metrics
 from study.search.samplers import grid_size, make_storage
+from study.search.tables import HuntTables
 from study.spec import HuntSpec, sampler_options
 from study.tracking.mlflow_sink import HuntTracker, NullTracker, default_tracking_uri
 from study.tracking.reach import check_reachable, is_server
@@ -184,7 +185,9 @@ def _run(
         resources=spec.resources,
         max_inflight=spec.max_inflight,
     )
-    writer = TrialWriter(study, spec, tracker, out)
+    tables = HuntTables(out, lambda: trials_table(study), gap_tol=spec.diagnostics.gap_tol)
+    tables.rebuild()  # once: a resumed hunt's tables from its files; later trials are appended
+    writer = TrialWriter(study, spec, tracker, out, tables)
     hunt_start = time.perf_counter()
     status = "FINISHED"
     stop = "interrupted"
@@ -197,6 +200,7 @@ def _run(
         raise
     finally:
         writer.close()  # completed trials are logged and told even when interrupted
+        tables.finish()  # the tables a rebuild from the trial files would make
         tracker.finish_hunt(status=status, metrics=summary_metrics(*hunt_summary(study)))
         write_json({**record, "finished": time.time(), "status": status, "stopped": stop}, out / "hunt.json")
     wall = time.perf_counter() - hunt_start
@@ -209,7 +213,7 @@ def _run(
         "cluster_gpus": pool.cluster.gpus,
     }
     write_json(stats, out / "hunt_stats.json")
-    writer.refresh_tables()
+    write_csv(writer.stopwatch.frame(), out / "driver_timing.csv")
     write_summary(out)
     return trials_table(study)
 
@@ -270,7 +274,7 @@ def _loop(
                 if spec.sampler == "grid" and not queue_grid_point(study, spec):
                     to_ask, stop = 0, "grid exhausted"
                     break
-                asked = ask(study, spec)
+                asked = ask(study, spec, on_reject=writer.rejected)
                 to_ask -= 1
                 if asked is None:  # a configuration the landscape rejects: told FAIL already
                     finished += 1

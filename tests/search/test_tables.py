@@ -1,0 +1,146 @@
+"""The hunt's tables kept per trial (study.search.tables) against a full rebuild from the trial files:
+appended rows are labelled as the rebuild labels them, and a hunt ends with the rebuild's runs.csv byte
+for byte, where L* is unknown and configurations repeat, in or out of order, and across a resume."""
+
+import functools
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+
+from study.diagnostics.critical import relabel_unknown_optimum
+from study.record import RunBatch, save_trial, trial_frame, write_tables
+from study.search.tables import HuntTables
+
+GAP_TOL = 1e-6
+
+
+def _batch(seeds: list[int], losses: list[float], classes: list[str], *, known: bool = False) -> RunBatch:
+    """Runs of a landscape without L* (each labelled against its chunk's best, as workers do)."""
+    second = {"global_minimum": "minimum", "spurious_minimum": "minimum", "saddle": "saddle"}
+    frame = pd.DataFrame(
+        {
+            "seed": seeds,
+            "loss": losses,
+            "l_star": min(losses),
+            "l_star_source": "landscape" if known else "best of batch",
+            "loss_gap": [x - min(losses) for x in losses],
+            "critical_point": classes,
+            "second_order": [second.get(c, "") for c in classes],
+            "steps": [100 + s for s in seeds],
+            "certified": [c == "spurious_minimum" for c in classes],
+            "verdict": ["confirmed" if c == "spurious_minimum" else "" for c in classes],
+        }
+    )
+    R = len(seeds)
+    return RunBatch(
+        frame=frame,
+        theta=np.zeros((R, 2)),
+        theta0=np.zeros((R, 2)),
+        eigenvalues=np.zeros((R, 2)),
+        curve_steps=np.arange(2),
+        curve=np.zeros((R, 2)),
+    )
+
+
+def _save(out, seed_base: int, lr: float, losses: list[float], classes: list[str], **kw):
+    batch = _batch([seed_base * 10 + i for i in range(len(losses))], losses, classes, **kw)
+    frame = trial_frame(
+        batch, trial=seed_base, seed_base=seed_base, values={"lr": lr, "k": 2}, landscape="piecewise_linear"
+    )
+    return save_trial(out, frame, batch, seed_base=seed_base)
+
+
+def _tables(out):
+    return HuntTables(out, lambda: pd.DataFrame({"trial": [0]}), gap_tol=GAP_TOL)
+
+
+def _rebuilt(out, tmp_path) -> bytes:
+    """runs.csv as the old full rewrite made it: every trial file read back, relabelled over the hunt."""
+    copy = tmp_path / f"rebuild-{len(list(tmp_path.iterdir()))}"
+    shutil.copytree(out / "trials", copy / "trials")
+    relabel = functools.partial(relabel_unknown_optimum, gap_tol=GAP_TOL)
+    write_tables(copy, pd.DataFrame({"trial": [0]}), relabel=relabel)
+    return (copy / "runs.csv").read_bytes()
+
+
+S, G, N = "spurious_minimum", "global_minimum", "not_converged"
+# (seed base, lr, losses, classes): lr 0.1 repeats three times, its best falls on the third; lr 0.2
+# has no converged run at first
+TRIALS = [
+    (0, 0.1, [0.5, 0.3, 0.9], [S, G, N]),
+    (1, 0.2, [0.7, 0.8, 0.6], [N, N, N]),
+    (2, 0.1, [0.4, 0.35, 0.31], [S, S, G]),
+    (3, 0.2, [0.65, 0.9, 0.75], [G, S, N]),
+    (4, 0.3, [0.2, 0.25, 0.2], [G, S, "saddle"]),
+    (5, 0.1, [0.1, 0.6, 0.3], [G, S, S]),
+]
+
+
+def test_appends_of_new_configurations_in_seed_order_are_the_rebuild(tmp_path):
+    out = tmp_path / "hunt"
+    tables = _tables(out)
+    for seed_base, lr, losses, classes in TRIALS:
+        tables.add_runs(_save(out, seed_base, lr + seed_base, losses, classes))
+        assert tables.exact
+        assert (out / "runs.csv").read_bytes() == _rebuilt(out, tmp_path)  # no rebuild was needed
+    assert tables.rebuilds == 0
+
+
+def test_repeated_configurations_out_of_order_end_as_the_rebuild(tmp_path):
+    out = tmp_path / "hunt"
+    tables = _tables(out)
+    order = [TRIALS[i] for i in (1, 0, 2, 4, 3, 5)]  # trials finishing out of seed order
+    for seed_base, lr, losses, classes in order:
+        tables.add_runs(_save(out, seed_base, lr, losses, classes))
+        # the rows just appended carry the labels a rebuild gives them now
+        appended = pd.read_csv(out / "runs.csv").query(f"seed_base == {seed_base}").reset_index(drop=True)
+        (tmp_path / "now.csv").write_bytes(_rebuilt(out, tmp_path))
+        rebuilt = pd.read_csv(tmp_path / "now.csv").query(f"seed_base == {seed_base}").reset_index(drop=True)
+        pd.testing.assert_frame_equal(appended, rebuilt)
+    assert not tables.exact  # older rows of lr 0.1 carry an older best, and the order differs
+    before = pd.read_csv(out / "runs.csv")
+    assert set(before.loc[before["param_lr"] == 0.1, "l_star"]) == {0.3, 0.1}
+    tables.finish()
+    assert (out / "runs.csv").read_bytes() == _rebuilt(out, tmp_path)
+    after = pd.read_csv(out / "runs.csv")
+    assert set(after.loc[after["param_lr"] == 0.1, "l_star"]) == {0.1}
+    assert set(after.loc[after["param_lr"] == 0.1, "l_star_source"]) == {"best of 9 runs"}
+    assert math.isclose(after.loc[after["seed"] == 50, "loss_gap"].iloc[0], 0.0)
+    assert tables.rebuilds == 1
+
+
+def test_a_resumed_hunt_rebuilds_once_and_keeps_one_best_per_configuration(tmp_path):
+    out = tmp_path / "hunt"
+    first = _tables(out)
+    for seed_base, lr, losses, classes in TRIALS[:3]:
+        first.add_runs(_save(out, seed_base, lr, losses, classes))
+    # a new driver: state rebuilt from the files, then the rest appended
+    (out / "runs.csv").write_text("cut short")
+    resumed = _tables(out)
+    resumed.rebuild()
+    assert (out / "runs.csv").read_bytes() == _rebuilt(out, tmp_path)
+    for seed_base, lr, losses, classes in TRIALS[3:]:
+        resumed.add_runs(_save(out, seed_base, lr, losses, classes))
+    assert len(resumed._bests) == 3  # one (best loss, run count) per configuration, no runs kept
+    resumed.finish()
+    assert (out / "runs.csv").read_bytes() == _rebuilt(out, tmp_path)
+
+
+def test_a_rerun_trial_and_a_column_of_another_type_keep_the_table_exact(tmp_path):
+    out = tmp_path / "hunt"
+    tables = _tables(out)
+    for seed_base, lr, losses, classes in TRIALS[:2]:
+        tables.add_runs(_save(out, seed_base, lr, losses, classes, known=True))
+    # the same seed base again (an interrupted trial re-run): rebuilt at once, no duplicate rows
+    tables.add_runs(_save(out, 1, 0.2, [0.7, 0.8, 0.6], [N, N, N], known=True))
+    assert tables.rebuilds == 1 and len(pd.read_csv(out / "runs.csv")) == 6
+    # a trial whose int column reads back as float is written as the rebuild writes it, at the end
+    batch = _batch([90, 91], [0.1, 0.2], [G, S], known=True)
+    frame = trial_frame(batch, trial=9, seed_base=9, values={"lr": 0.5, "k": 2}, landscape="piecewise_linear")
+    frame["steps"] = [1.5, np.nan]
+    tables.add_runs(save_trial(out, frame, batch, seed_base=9))
+    assert not tables.exact
+    tables.finish()
+    assert (out / "runs.csv").read_bytes() == _rebuilt(out, tmp_path)
