@@ -144,3 +144,42 @@ def test_a_rerun_trial_and_a_column_of_another_type_keep_the_table_exact(tmp_pat
     assert not tables.exact
     tables.finish()
     assert (out / "runs.csv").read_bytes() == _rebuilt(out, tmp_path)
+
+
+def test_a_hunt_without_l_star_ends_with_the_rebuilds_tables_and_resumes(tmp_path, ray_local):
+    """A real hunt (local Ray, Optuna and MLflow on SQLite) where L* is unknown and each of two
+    configurations gets several trials, chunked: its tables at the end are a rebuild's, byte for byte."""
+    import optuna
+
+    from study.search.driver import HuntOptions, run_hunt
+    from study.search.hunt_study import trials_table
+    from study.search.samplers import make_storage
+    from study.spec import parse_pipeline
+
+    spec = parse_pipeline(
+        {
+            "name": "no_l_star",
+            "landscape": "piecewise_linear",
+            "fixed": {"d0": 3, "N": 20, "widths": [2]},  # N above capacity: no L*
+            "search": {"lr": {"type": "categorical", "choices": [0.05, 0.1]}},
+            "train": {"tol": 1.0e-5, "max_steps": 200},
+            "diagnostics": {"gap_tol": GAP_TOL, "grad_tol": 10.0},  # loose: most runs converge
+            "runs_per_trial": 4,
+            "chunk_size": 2,
+            "trials": 5,
+            "sampler": "random",
+        }
+    )
+    out = tmp_path / "hunt"
+    for trials in (5, 7):  # then resumed
+        run_hunt(spec, HuntOptions(out=out, trials=trials, progress=False))
+        assert (out / "runs.csv").read_bytes() == _rebuilt(out, tmp_path)
+        study = optuna.load_study(study_name="no_l_star", storage=make_storage(None, out))
+        assert (out / "trials.csv").read_text() == trials_table(study).to_csv(index=False)
+        runs = pd.read_csv(out / "runs.csv")
+        assert len(runs) == 4 * trials and runs["l_star_source"].str.startswith("best of").all()
+        per_configuration = runs.groupby("param_lr")
+        assert (per_configuration["l_star_source"].nunique() == 1).all()
+        assert per_configuration.size().max() > 4  # a configuration with runs of several trials
+        timing = pd.read_csv(out / "driver_timing.csv")
+        assert len(timing) >= 2 and (timing["seconds"] >= timing["work"]).all()
