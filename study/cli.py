@@ -181,6 +181,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from study.bench import tracking as bench_tracking
 
         return bench_tracking.main(runs=args.runs or 64, trials=args.trials or 8)
+    if args.what == "soak":
+        from study.bench import soak as bench_soak
+
+        if args.trials is not None and args.trials < 2:
+            raise UsageError(f"--trials must be >= 2, got {args.trials}")
+        if args.cpus is not None and args.cpus < 1:
+            raise UsageError(f"--cpus must be >= 1, got {args.cpus}")
+        return bench_soak.main(trials=args.trials or 3000, runs=args.runs or 2, num_cpus=args.cpus)
     raise UsageError(f"unknown benchmark {args.what!r}")
 
 
@@ -228,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("bench", help="benchmarks (ratios measured side by side)")
-    p.add_argument("what", choices=["trainer", "agreement", "grid", "gpu-grid", "tracking"])
+    p.add_argument("what", choices=["trainer", "agreement", "grid", "gpu-grid", "tracking", "soak"])
     p.add_argument(
         "--k", default=None, help="trainer: teacher sizes k = n (default 8,13,20); gpu-grid: k to keep"
     )
@@ -236,9 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs",
         type=int,
         default=None,
-        help="trainer: 1000 batched runs; agreement: 500 seeds; grid: 20 per cell; tracking: 64 per trial",
+        help="trainer: 1000 batched runs; agreement: 500 seeds; grid: 20 per cell; tracking: 64 per trial; "
+        "soak: 2 per trial",
     )
-    p.add_argument("--trials", type=int, default=None, help="tracking: trials per hunt (default 8)")
+    p.add_argument(
+        "--trials", type=int, default=None, help="tracking: trials per hunt (default 8); soak: 3000"
+    )
     p.add_argument("--anchor-runs", type=int, default=40, help="trainer: runs of the per-run numpy anchor")
     p.add_argument("--blocks", type=int, default=4, help="trainer: alternating anchor/engine blocks per k")
     p.add_argument(
@@ -249,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--excess", default="0", help="agreement: n - k values (comma-separated)")
     p.add_argument("--switch-at", type=float, default=1e-2, help="agreement: the Newton switch to check")
     p.add_argument("--out", default=None, help="grid: output folder (default: a temporary one)")
-    p.add_argument("--cpus", type=int, default=None, help="grid: local Ray CPUs (default: all)")
+    p.add_argument("--cpus", type=int, default=None, help="grid, soak: local Ray CPUs (default: all)")
     p.set_defaults(func=cmd_bench)
 
     _add_hunt_commands(sub)

@@ -2,6 +2,7 @@
 read back (:mod:`study.record.files`). Tracking, objectives and reports read runs only through here."""
 
 from study.record.files import (
+    append_csv,
     atomic_write,
     load_arrays,
     load_runs,
@@ -51,6 +52,7 @@ __all__ = [
     "RunBatch",
     "RunRecord",
     "Verdict",
+    "append_csv",
     "atomic_write",
     "certified_spurious",
     "check_frame",

@@ -4,12 +4,14 @@ Layout of a hunt folder ``OUT``::
 
     OUT/trials/trial-XXXXX.npz   arrays of one trial's runs (theta, theta0, eigenvalues, curve, seed)
     OUT/trials/trial-XXXXX.csv   one row per run (the record's columns); written after the npz
-    OUT/runs.csv                 every trial's rows, rewritten after each finished trial
-    OUT/trials.csv               one row per finished trial, rewritten after each finished trial
+    OUT/runs.csv                 every trial's rows: appended per finished trial, rebuilt from the trial
+                                 files when a hunt ends or resumes (study.search.tables)
+    OUT/trials.csv               one row per finished trial: the same
 
 Every file is written under a temporary name and renamed, so a kill leaves either the old file or the
-new one, never half of one. A trial CSV that cannot be read (left by an older, non-atomic writer) is
-skipped, and its trial is run again on resume.
+new one, never half of one; the one exception is a table's per-trial append (one write of whole
+rows), and a table is rebuilt from the trial files when its hunt resumes. A trial CSV that cannot be
+read (left by an older, non-atomic writer) is skipped, and its trial is run again on resume.
 """
 
 from __future__ import annotations
@@ -57,6 +59,14 @@ def write_arrays(arrays: dict[str, np.ndarray], path: Path) -> Path:
             np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
 
     return atomic_write(path, save)
+
+
+def append_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """Append ``frame``'s rows (no header) to the CSV at ``path`` in one write."""
+    text = frame.to_csv(index=False, header=False)
+    with open(path, "a", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
 
 
 def read_csv(path: Path) -> pd.DataFrame | None:
@@ -135,14 +145,16 @@ def write_tables(
     trials: pd.DataFrame,
     *,
     relabel: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    runs: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Rewrite ``runs.csv`` (from the trial files) and ``trials.csv``; returns the runs frame.
 
     ``relabel`` is applied to the whole hunt's runs first (the driver passes
     :func:`study.diagnostics.critical.relabel_unknown_optimum`, so that where L* is unknown runs are
-    labelled against the best of their configuration over the hunt).
+    labelled against the best of their configuration over the hunt). ``runs``: the hunt's runs as
+    :func:`load_runs` read them, when the caller has them already.
     """
-    runs = load_runs(out)
+    runs = load_runs(out) if runs is None else runs
     if relabel is not None and len(runs):
         runs = relabel(runs)
     write_csv(runs, out / "runs.csv")

@@ -26,7 +26,7 @@ from study.diagnostics.critical import relabel_unknown_optimum
 from study.dispatch.pool import ChunkPool
 from study.dispatch.ray_pool import check_address
 from study.progress import progress_bar
-from study.record import RunBatch, load_runs, write_json
+from study.record import RunBatch, load_runs, write_csv, write_json
 from study.reports.summary import write_summary
 from study.search.finish import TrialWriter
 from study.search.hunt_study import (
@@ -55,6 +55,7 @@ from study.search.identity import (
 )
 from study.search.objectives import counterexamples, objective_value, summary_metrics
 from study.search.samplers import grid_size, make_storage
+from study.search.tables import HuntTables
 from study.spec import HuntSpec, PipelineError, sampler_options
 from study.spec_memory import check_fits_in_memory
 from study.tracking.mlflow_sink import HuntTracker, default_tracking_uri
@@ -222,7 +223,9 @@ def _run(
         resources=spec.resources,
         max_inflight=spec.max_inflight,
     )
-    writer = TrialWriter(study, spec, tracker, out, verify=pool.verify)
+    tables = HuntTables(out, lambda: trials_table(study))
+    tables.rebuild()  # once: a resumed hunt's tables from its files; later trials are appended
+    writer = TrialWriter(study, spec, tracker, out, tables, verify=pool.verify)
     hunt_start = time.perf_counter()
     status = "FINISHED"
     stop = "interrupted"
@@ -235,6 +238,7 @@ def _run(
         raise
     finally:
         writer.close()  # completed trials are logged and told even when interrupted
+        tables.finish()  # the tables a rebuild from the trial files would make
         # counted from the trial files, whose labels are final (a trial's own summary is as it was told)
         runs = load_runs(out)
         found = len(counterexamples(runs)) if len(runs) else 0
@@ -250,7 +254,7 @@ def _run(
         "cluster_gpus": pool.cluster.gpus,
     }
     write_json(stats, out / "hunt_stats.json")
-    writer.refresh_tables()
+    write_csv(writer.stopwatch.frame(), out / "driver_timing.csv")
     write_summary(out)
     return trials_table(study)
 
@@ -289,8 +293,11 @@ def _loop(
 
     def room() -> bool:
         """A model-based sampler counts trials finished but not yet told as in flight, so that it
-        proposes from every result it could have (the writer tells them on its own thread)."""
-        untold = writer.pending if learns else 0
+        proposes from every result it could have (the writer tells them on its own thread). Any other
+        lets the writer fall at most ``max_inflight`` trials behind: workers faster than the writer
+        would otherwise grow its queue (results held in memory, trials left RUNNING that every ask
+        reads again) for as long as the hunt lasts."""
+        untold = writer.pending if learns else max(0, writer.pending - pool.max_inflight)
         return pool.in_flight + untold < pool.max_inflight
 
     def out_of_time() -> bool:
@@ -312,7 +319,7 @@ def _loop(
                 if spec.sampler == "grid" and not queue_grid_point(study, spec):
                     to_ask, stop = 0, "grid exhausted"
                     break
-                asked = ask(study, spec)
+                asked = ask(study, spec, on_reject=writer.rejected)
                 to_ask -= 1
                 if asked is None:  # a configuration the landscape rejects: told FAIL already
                     finished += 1

@@ -1,8 +1,11 @@
-"""Finishing a trial: write its record files, log its runs, tell Optuna, refresh the hunt's tables.
+"""Finishing a trial: write its record files, log its runs, tell Optuna, add it to the hunt's tables.
 
 Trials are finished on one background thread, in order, while the workers compute the next ones; a
 trial is told to Optuna only after its files are on disk and its runs are in MLflow, so a resumed hunt
-never loses a told trial's runs.
+never loses a told trial's runs. The tables are updated per trial at a cost independent of the hunt's
+length (:mod:`study.search.tables`); the writer times each trial (:class:`Stopwatch`). Where L* is
+unknown the labels are settled before anything is stored (:mod:`study.search.labels`), so the trial
+files carry final labels and the tables copy them.
 """
 
 from __future__ import annotations
@@ -20,11 +23,12 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from study.record import RunBatch, load_arrays, save_trial, trial_frame, trial_stem, write_tables
+from study.record import RunBatch, load_arrays, save_trial, trial_frame, trial_stem
 from study.record.files import read_csv, write_csv
-from study.search.hunt_study import AskedTrial, configuration_key, trials_table
+from study.search.hunt_study import AskedTrial, configuration_key, objective_names, trial_row
 from study.search.labels import BEST_ATTR, ConfigurationLabels, Relabelled, Verify
 from study.search.objectives import objective_value, summary_metrics, trial_summary
+from study.search.tables import HuntTables, Stopwatch
 from study.spec import HuntSpec
 
 
@@ -79,15 +83,19 @@ class TrialWriter:
         spec: HuntSpec,
         tracker: Tracker,
         out: Path,
+        tables: HuntTables,
         *,
         verify: Verify | None = None,
     ) -> None:
         """``verify``: re-verifies runs as follow-up tasks (the pool's), for labels where L* is unknown."""
-        self.study, self.spec, self.tracker, self.out = study, spec, tracker, out
+        self.study, self.spec, self.tracker, self.out, self.tables = study, spec, tracker, out, tables
         self.labels = ConfigurationLabels(out, gap_tol=spec.diagnostics.gap_tol, verify=verify)
         self.labels.resume(study)
+        self.stopwatch = Stopwatch()
+        self._names = objective_names(study)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trial")
         self._futures: list[Future[TrialOutcome]] = []
+        self._notes: list[Future[None]] = []  # rows of trials told elsewhere (rejected at ask)
 
     def submit(
         self,
@@ -101,34 +109,64 @@ class TrialWriter:
         """Finish a trial on the writer's thread. ``pruned``: its runs so far, told PRUNED. ``previous``:
         numbers of earlier trials of the same configuration whose runs are pooled into the told value
         (finished by now: this thread finishes trials in the order they were handed over)."""
+        arrived = time.perf_counter()
         self._futures.append(
-            self._thread.submit(self.finish, asked, outcome, started, pruned=pruned, previous=previous or [])
+            self._thread.submit(
+                self.finish, asked, outcome, started, pruned=pruned, previous=previous or [], arrived=arrived
+            )
         )
 
     def skip(self, asked: AskedTrial, previous: list[int]) -> None:
         """A configuration evaluated before (``repeats: skip``): told the latest value again, no runs."""
-        self._futures.append(self._thread.submit(self._skip, asked, previous))
+        self._futures.append(self._thread.submit(self._skip, asked, previous, time.perf_counter()))
+
+    def rejected(self, trial: optuna.trial.Trial) -> None:
+        """A trial told FAIL at ask (its configuration rejected by the landscape): its row, in order."""
+        row = trial_row(trial.number, "FAIL", trial.params, None, trial.user_attrs, self._names)
+        self._notes.append(self._thread.submit(self.tables.add_trial, row))
 
     def _trials(self, numbers: list[int]) -> list[optuna.trial.FrozenTrial]:
+        if not numbers:
+            return []
         wanted = set(numbers)
         return [t for t in self.study.get_trials(deepcopy=False) if t.number in wanted]
 
-    def _skip(self, asked: AskedTrial, previous: list[int]) -> TrialOutcome:
+    def _tables(
+        self,
+        trial: optuna.trial.Trial,
+        state: str,
+        values: list[float] | None,
+        arrived: float,
+        started: float,
+        **attrs: Any,
+    ) -> None:
+        """Add a told trial's row to trials.csv (its runs are in runs.csv already) and time the trial."""
+        tables_started = time.perf_counter()
+        self.tables.add_trial(trial_row(trial.number, state, trial.params, values, attrs, self._names))
+        self.stopwatch.record(trial.number, arrived, started, tables_started)
+
+    def _skip(self, asked: AskedTrial, previous: list[int], arrived: float) -> TrialOutcome:
+        started = time.perf_counter()
         trial = asked.trial
         last = max(self._trials(previous), key=lambda t: t.number)
         trial.set_user_attr("repeat_of", last.number)
-        trial.set_user_attr("summary", json.dumps({"runs": 0, "counts": {}, "certified_spurious": 0}))
+        summary = json.dumps({"runs": 0, "counts": {}, "certified_spurious": 0})
+        trial.set_user_attr("summary", summary)
+        told: list[float] | None = None
+        reason = ""
         if last.state == optuna.trial.TrialState.COMPLETE and last.values is not None:
-            self.study.tell(trial, list(last.values))
+            told = list(last.values)
+            self.study.tell(trial, told)
             state = "COMPLETE"
         elif last.state == optuna.trial.TrialState.PRUNED:  # a pruned configuration stays pruned
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             state = "PRUNED"
         else:
-            trial.set_user_attr("fail_reason", f"repeat of trial {last.number}, which failed")
+            reason = f"repeat of trial {last.number}, which failed"
+            trial.set_user_attr("fail_reason", reason)
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             state = "FAIL"
-        self.refresh_tables()
+        self._tables(trial, state, told, arrived, started, summary=summary, fail_reason=reason)
         return TrialOutcome({"number": trial.number, "state": state, "repeat_of": last.number}, 0)
 
     def collect(self, *, wait: bool) -> list[TrialOutcome]:
@@ -146,6 +184,9 @@ class TrialWriter:
     def close(self) -> None:
         """Finish every trial already handed over (also when the hunt is interrupted)."""
         self._thread.shutdown(wait=True)
+        for note in self._notes:
+            note.result()
+        self._notes.clear()
 
     def finish(
         self,
@@ -155,7 +196,10 @@ class TrialWriter:
         *,
         pruned: bool = False,
         previous: list[int] | None = None,
+        arrived: float | None = None,
     ) -> TrialOutcome:
+        begun = time.perf_counter()
+        arrived = begun if arrived is None else arrived
         trial = asked.trial
         run_id = self.tracker.trial_run(asked.seed_base, trial.number, asked.values)
         if isinstance(outcome, BaseException):
@@ -163,7 +207,7 @@ class TrialWriter:
             trial.set_user_attr("fail_reason", reason)
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             self.tracker.finish_trial(run_id, metrics={}, failed=reason)
-            self.refresh_tables()
+            self._tables(trial, "FAIL", None, arrived, begun, fail_reason=reason)
             return TrialOutcome({"number": trial.number, "state": "FAIL", "fail_reason": reason}, 0)
         batch = RunBatch.concat(outcome)
         frame = trial_frame(
@@ -187,7 +231,9 @@ class TrialWriter:
         batch = dataclasses.replace(batch, frame=frame)
         for earlier in moved:
             self._rewrite(earlier, asked.values)
-        save_trial(self.out, frame, batch, seed_base=asked.seed_base)
+        if moved:  # their rows in runs.csv carry the old labels: rebuilt once at the end
+            self.tables.relabelled([earlier.seed_base for earlier in moved])
+        trial_csv = save_trial(self.out, frame, batch, seed_base=asked.seed_base)
         self.tracker.log_runs(
             run_id,
             batch,
@@ -217,7 +263,12 @@ class TrialWriter:
         metrics["certified_spurious"] = float(summary["certified_spurious"])
         metrics.update(summary_metrics(summary["runs"], summary["counterexamples"]))
         self.tracker.finish_trial(run_id, metrics=metrics, pruned=pruned)
-        self.refresh_tables()
+        tables_started = time.perf_counter()
+        self.tables.add_runs(trial_csv)
+        told = None if pruned else values
+        attrs = {"summary": json.dumps(summary)}
+        self.tables.add_trial(trial_row(trial.number, state, trial.params, told, attrs, self._names))
+        self.stopwatch.record(trial.number, arrived, begun, tables_started)
         row = {"number": trial.number, "state": state, **asked.values, **summary}
         return TrialOutcome(row, int(summary["counterexamples"]))
 
@@ -251,8 +302,3 @@ class TrialWriter:
         self.tracker.update_runs(
             batch, seed_base=earlier.seed_base, trial_number=earlier.trial, values=values
         )
-
-    def refresh_tables(self) -> None:
-        """Keep ``runs.csv`` and ``trials.csv`` current after every finished trial (the trial files carry
-        final labels: :mod:`study.search.labels`)."""
-        write_tables(self.out, trials_table(self.study))

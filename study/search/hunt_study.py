@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -138,8 +139,14 @@ def remaining_trials(
     return max(0, target_trials(spec, wanted, budgeted=budgeted) - len(finished_trials(study)))
 
 
-def ask(study: optuna.Study, spec: HuntSpec) -> AskedTrial | None:
-    """Ask Optuna for a trial and resolve it; a configuration the landscape rejects is told FAIL (None)."""
+def ask(
+    study: optuna.Study,
+    spec: HuntSpec,
+    *,
+    on_reject: Callable[[optuna.trial.Trial], None] | None = None,
+) -> AskedTrial | None:
+    """Ask Optuna for a trial and resolve it; a configuration the landscape rejects is told FAIL (None;
+    ``on_reject`` is given the trial)."""
     trial = study.ask()
     values: dict[str, Any] = {p.name: suggest(trial, p) for p in spec.search}
     seed_base = int(trial.user_attrs.get("seed_base", trial.number))
@@ -151,6 +158,8 @@ def ask(study: optuna.Study, spec: HuntSpec) -> AskedTrial | None:
     except ValueError as exc:
         trial.set_user_attr("fail_reason", str(exc))
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if on_reject is not None:
+            on_reject(trial)
         return None
     trial.set_user_attr("values", json.dumps(resolved, default=str))
     return AskedTrial(trial=trial, values=resolved, run_spec=run_spec, seed_base=seed_base)
@@ -170,31 +179,52 @@ def hunt_summary(study: optuna.Study) -> tuple[int, int]:
     return int(table["runs"].sum()), int(table["counterexamples"].fillna(0).sum())
 
 
-def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per finished trial: state, parameters, objective values and the class counts."""
-    rows = []
-    replaced = replaced_trials(study)
-    for t in study.get_trials(deepcopy=False):
-        if t.number in replaced or not t.state.is_finished():
-            continue  # replaced by a re-run, or still to come (queued grid points)
-        summary = json.loads(t.user_attrs.get("summary", "{}"))
-        row: dict[str, Any] = {"trial": t.number, "state": t.state.name, **t.params}
-        for name, v in zip(objective_names(study), t.values or [], strict=False):
-            row[name] = v
-        row["runs"] = summary.get("runs", 0)
-        for cls, count in summary.get("counts", {}).items():
-            row[cls] = count
-        row["certified_spurious"] = summary.get("certified_spurious", 0)
-        row["counterexamples"] = summary.get("counterexamples", row["certified_spurious"])
-        row["lowest_spurious_loss"] = summary.get("lowest_spurious_loss")
-        if t.state == optuna.trial.TrialState.FAIL:
-            row["fail_reason"] = t.user_attrs.get("fail_reason", "")
-        rows.append(row)
+def trial_row(
+    number: int,
+    state: str,
+    params: dict[str, Any],
+    values: list[float] | None,
+    user_attrs: dict[str, Any],
+    names: list[str],
+) -> dict[str, Any]:
+    """A finished trial's row of the trials table (``names``: the objectives', see objective_names)."""
+    summary = json.loads(user_attrs.get("summary", "{}"))
+    row: dict[str, Any] = {"trial": number, "state": state, **params}
+    for name, v in zip(names, values or [], strict=False):
+        row[name] = v
+    row["runs"] = summary.get("runs", 0)
+    for cls, count in summary.get("counts", {}).items():
+        row[cls] = count
+    row["certified_spurious"] = summary.get("certified_spurious", 0)
+    row["counterexamples"] = summary.get("counterexamples", row["certified_spurious"])
+    row["lowest_spurious_loss"] = summary.get("lowest_spurious_loss")
+    if state == "FAIL":
+        row["fail_reason"] = user_attrs.get("fail_reason", "")
+    return row
+
+
+def table_of_trials(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Rows of :func:`trial_row` as a table: class counts in a fixed order after ``runs``, 0 where a
+    trial had none."""
     table = pd.DataFrame(rows)
     present = [c for c in CLASSES if c in table.columns]
-    if present:  # class counts in a fixed order, 0 where a trial had none
+    if present:
         table[present] = table[present].fillna(0).astype(int)
         rest = [c for c in table.columns if c not in present]
         at = rest.index("runs") + 1 if "runs" in rest else len(rest)
         table = table[rest[:at] + present + rest[at:]]
     return table
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per finished trial: state, parameters, objective values and the class counts."""
+    replaced = replaced_trials(study)
+    names = objective_names(study)
+    return table_of_trials(
+        [
+            trial_row(t.number, t.state.name, t.params, t.values, t.user_attrs, names)
+            for t in study.get_trials(deepcopy=False)
+            # a trial replaced by a re-run, or still to come (queued grid points), is left out
+            if t.number not in replaced and t.state.is_finished()
+        ]
+    )

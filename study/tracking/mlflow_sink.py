@@ -244,7 +244,9 @@ class HuntTracker:
                     metrics=[Metric(k, v, now, 0) for k, v in metrics.items() if v is not None],
                     tags=[RunTag(k, v) for k, v in tags.items()],
                 )
-                records.append((key, tags, {}, metrics, [], row_index, data))
+                records.append(
+                    (key, RunToLog(tags, {}, metrics, [], start_time=now, end_time=now), row_index, data)
+                )
             self._log_counterexample_artifacts(records, batch, seed_base, values, trial_number)
             return len(records)
 
