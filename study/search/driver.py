@@ -299,8 +299,10 @@ def _loop(
         untold = writer.pending if learns else 0
         return pool.in_flight + untold < pool.max_inflight
 
-    def out_of_time() -> bool:
-        return deadline is not None and time.time() >= deadline
+    ask_seconds = 0.0  # the longest ask so far: a trial asked later would start after the deadline
+
+    def out_of_time(margin: float = 0.0) -> bool:
+        return deadline is not None and time.time() + margin >= deadline
 
     def harvest(wait: bool) -> None:
         nonlocal counterexamples, finished
@@ -314,11 +316,13 @@ def _loop(
 
     try:
         while (to_ask > 0 and not out_of_time()) or pool.busy:
-            while to_ask > 0 and room() and not out_of_time():
+            while to_ask > 0 and room() and not out_of_time(ask_seconds):
                 if spec.sampler == "grid" and not queue_grid_point(study, spec):
                     to_ask, stop = 0, "grid exhausted"
                     break
+                asking = time.time()
                 asked = ask(study, spec, on_reject=writer.rejected)
+                ask_seconds = max(ask_seconds, time.time() - asking)
                 to_ask -= 1
                 if asked is None:  # a configuration the landscape rejects: told FAIL already
                     finished += 1
