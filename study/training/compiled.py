@@ -29,19 +29,16 @@ from study.training.teacher_student_kernel import descend_rows, padded, teacher_
 _STEP, _TOTAL, _RESTARTS, _REDUCTIONS = range(4)
 _LR, _CHECKPOINT, _SWITCH = range(3)
 _CONVERGED, _DIVERGED, _STALLED, _SWITCHED, _FINISHED = range(5)
-_compiled = False
 
 
 def warm_up() -> float:
     """Compile (or load from numba's cache) the loop for both teacher kinds; seconds it took."""
-    global _compiled
     start = time.perf_counter()
     for identity in (True, False):
         V = np.eye(2)
         theta0 = np.full((1, 2, 2), 0.5)
         theta0[0, 1, 0] = -0.3
         _run(theta0, TeacherStudentKernel(V, identity), TrainConfig(max_steps=3), None, None, threads=1)
-    _compiled = True
     return time.perf_counter() - start
 
 

@@ -17,6 +17,14 @@ students, then minus the teachers (general teacher), then zero rows; the cosines
 ``(pi - t) @ P`` (both BLAS dgemm through numba's ``np.dot``, faster than compiled loops at these
 sizes); arccos is :func:`acos` (branch-free, 1 ulp), which the compiler vectorizes across a row.
 Scratch is allocated once per replica, never inside the step loop.
+
+The descent loop (:func:`descend_one`, one replica per call, replicas over threads in
+:func:`descend_rows`) follows :func:`study.training.gd.train` step for step: gradient g at x;
+stationarity max_i |2 pi g_i| and |g|; the loss-curve sample when total + step is on the grid; then, in
+order, the stall check (every ``window`` steps), the restart (|g| > restart_grad_norm or not finite:
+back to x0 with half the step, step -1 recorded if it stops there), and leaving on convergence
+(stationarity <= tol), budget, stall or the Newton switch point; otherwise x <- x - lr g. A replica
+reads only its own rows, so its end point never depends on its chunk, its thread or the thread count.
 """
 
 from __future__ import annotations
