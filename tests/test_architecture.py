@@ -113,6 +113,20 @@ def test_report_plugins_exist_and_are_reached_only_through_the_registry() -> Non
         assert not imports(path) & plugins, f"{module} imports {sorted(imports(path) & plugins)}"
 
 
+#: what a generic engine may know of the landscapes room: the protocols, never a landscape
+LANDSCAPE_PROTOCOLS = {"study.landscapes.base", "study.landscapes.kernels"}
+
+
+def test_training_imports_no_landscape() -> None:
+    """The engines ask a landscape for its kernels (``descent_kernel()``, ``cuda_descent()``) through
+    the protocols; a kernel lives with its landscape, so no module of ``study.training`` imports one."""
+    for module, path in MODULES.items():
+        if room(module) == "study.training":
+            landscapes = {m for m in imports(path) if room(m) == "study.landscapes"}
+            extra = landscapes - LANDSCAPE_PROTOCOLS
+            assert not extra, f"{module} imports {sorted(extra)}"
+
+
 def landscape_literals(path: Path) -> set[str]:
     """The landscape names a file holds as string literals outside docstrings: a literal that is a name,
     or a word of one (``f"{x} == 'teacher_student'"``); prose such as "critical-point classification" in

@@ -136,7 +136,7 @@ def main(
     if dev.type == "cpu" and any(e.startswith("compiled") for e in engines):
         from study.training.compiled import warm_up
 
-        compile_seconds = warm_up()
+        compile_seconds = warm_up(TeacherStudent(TeacherStudentConfig(k=2, n=2)))
     print(
         f"trainer benchmark: teacher-student k = n = d, V = I, step {PROTOCOL.lr}, restart at "
         f"|grad| > {PROTOCOL.restart_grad_norm:g}, stop at max_i |2 pi grad_i| <= {PROTOCOL.tol:g}, float64; "

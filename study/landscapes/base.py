@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from study.landscapes.kernels import CudaDescent, DescentKernel
+
 DTYPES = {"float64": torch.float64, "float32": torch.float32}  # the dtypes a landscape computes in, by name
 
 
@@ -74,9 +76,14 @@ class Landscape(ABC):
         """Hessian-vector product per replica, ``(R, P), (R, P) -> (R, P)`` (forward-over-reverse)."""
         return torch.func.jvp(self.grad, (theta,), (v,))[1]
 
-    def descent_kernel(self) -> Any | None:
-        """The data of this landscape's compiled per-replica descent (``study.training.compiled``),
-        or None: then training always runs the batched torch engine."""
+    def descent_kernel(self) -> DescentKernel | None:
+        """This landscape's compiled per-replica descent on CPU threads (``study.training.compiled``
+        runs it), or None: then training on CPU runs the batched torch engine."""
+        return None
+
+    def cuda_descent(self) -> CudaDescent | None:
+        """This landscape's per-replica descent on a CUDA device (``study.training.cuda_engine`` runs
+        it), or None: then training on CUDA runs the batched torch engine."""
         return None
 
     def stationarity(self, theta: Tensor) -> Tensor:

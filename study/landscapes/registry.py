@@ -36,7 +36,7 @@ LANDSCAPES: dict[str, LandscapeEntry] = {
     "teacher_student": LandscapeEntry(
         TeacherStudentConfig,
         TeacherStudent,
-        report="study.landscapes.teacher_student_report",
+        report="study.landscapes.teacher_student.report",
         objectives=frozenset({"overparameterization"}),
     ),
     "classification": LandscapeEntry(

@@ -1,7 +1,8 @@
 """The compiled engine of :func:`study.training.gd.train`: each replica descends in its own compiled
-loop (:mod:`study.training.compiled_loop`) on CPU threads, then replicas at their Newton switch
-point take the guarded Newton finish (batched torch, :func:`study.training.newton.newton_finish`);
-refused ones resume descent with a 100 times lower switch point, as in the torch engine.
+loop (the landscape's :class:`study.landscapes.kernels.DescentKernel`, asked for through
+``landscape.descent_kernel()``) on CPU threads, then replicas at their Newton switch point take the
+guarded Newton finish (batched torch, :func:`study.training.newton.newton_finish`); refused ones resume
+descent with a 100 times lower switch point, as in the torch engine.
 
 Compilation happens once per process (numba's on-disk cache makes later processes cheap);
 :func:`warm_up` triggers it explicitly and returns its seconds, so benchmarks and workers can report
@@ -21,46 +22,43 @@ import torch
 from torch import Tensor
 
 from study.landscapes.base import Landscape
-from study.landscapes.teacher_student import TeacherStudentKernel
+from study.landscapes.kernels import (
+    CHECKPOINT,
+    CONVERGED,
+    DIVERGED,
+    FINISHED,
+    LR,
+    RESTARTS,
+    STALLED,
+    STEP,
+    SWITCH,
+    SWITCHED,
+    TOTAL,
+    DescentKernel,
+    DescentState,
+)
 from study.training.newton import newton_finish
 from study.training.protocol import TrainConfig, TrainResult, log_grid
-from study.training.teacher_student_kernel import descend_rows, padded, teacher_term
-
-_STEP, _TOTAL, _RESTARTS, _REDUCTIONS = range(4)
-_LR, _CHECKPOINT, _SWITCH = range(3)
-_CONVERGED, _DIVERGED, _STALLED, _SWITCHED, _FINISHED = range(5)
 
 
-def warm_up() -> float:
-    """Compile (or load from numba's cache) the loop for both teacher kinds; seconds it took."""
+def warm_up(landscape: Landscape) -> float:
+    """Compile (or load from numba's cache) the landscape's loop (one specialization serves every
+    teacher and size); seconds it took."""
     start = time.perf_counter()
-    for identity in (True, False):
-        V = np.eye(2)
-        theta0 = np.full((1, 2, 2), 0.5)
-        theta0[0, 1, 0] = -0.3
-        _run(theta0, TeacherStudentKernel(V, identity), TrainConfig(max_steps=3), None, None, threads=1)
+    kernel = landscape.descent_kernel()
+    if kernel is not None:
+        theta0 = landscape.init([0]).detach().cpu().to(torch.float64).numpy()
+        _run(theta0, kernel, TrainConfig(max_steps=3), None, None, threads=1)
     return time.perf_counter() - start
 
 
-def _run(
-    theta0: np.ndarray,
-    kernel: TeacherStudentKernel,
-    config: TrainConfig,
-    budget: np.ndarray | None,
-    progress: Callable[[int, int], None] | None,
-    *,
-    threads: int,
-    landscape: Landscape | None = None,
-) -> dict[str, np.ndarray]:
-    """Descent (and Newton finish, given the landscape) from ``theta0: (R, n, d)``; the state arrays."""
+def initial_state(theta0: np.ndarray, config: TrainConfig, budget: np.ndarray | None) -> DescentState:
+    """The state of replicas about to start from ``theta0: (R, P)`` (host arrays; budgets ``(R,)``)."""
     R = theta0.shape[0]
-    theta = theta0.copy()  # (R, n, d)
-    ints = np.zeros((R, 4), dtype=np.int64)
     floats = np.empty((R, 3))
-    floats[:, _LR] = config.lr
-    floats[:, _CHECKPOINT] = math.inf
-    floats[:, _SWITCH] = config.newton_polish_at if config.newton_polish else -1.0
-    flags = np.zeros((R, 5), dtype=np.bool_)
+    floats[:, LR] = config.lr
+    floats[:, CHECKPOINT] = math.inf
+    floats[:, SWITCH] = config.newton_polish_at if config.newton_polish else -1.0
     limit = np.full(R, config.max_steps, dtype=np.int64)
     if budget is not None:
         limit = np.minimum(limit, budget.astype(np.int64))
@@ -77,68 +75,82 @@ def _run(
         dtype=np.float64,
     )
     curve_steps = log_grid(config.max_steps, config.curve_points).numpy()  # (C,)
-    curve = np.full((R, curve_steps.shape[0]), math.nan)  # (R, C)
+    return DescentState(
+        theta0=theta0,
+        theta=theta0.copy(),  # (R, P)
+        ints=np.zeros((R, 4), dtype=np.int64),
+        floats=floats,
+        flags=np.zeros((R, 5), dtype=np.bool_),
+        limit=limit,
+        settings=settings,
+        curve_steps=curve_steps,
+        curve=np.full((R, curve_steps.shape[0]), math.nan),  # (R, C)
+    )
+
+
+def _run(
+    theta0: np.ndarray,
+    kernel: DescentKernel,
+    config: TrainConfig,
+    budget: np.ndarray | None,
+    progress: Callable[[int, int], None] | None,
+    *,
+    threads: int,
+    landscape: Landscape | None = None,
+) -> tuple[DescentState, np.ndarray]:
+    """Descent (and Newton finish, given the landscape) from ``theta0: (R, P)``; the final state and
+    the accepted Newton steps ``(R,)``."""
+    R = theta0.shape[0]
+    state = initial_state(theta0, config, budget)
+    flags = state.flags
     newton_steps = np.zeros(R, dtype=np.int64)
-    term = teacher_term(kernel.V)
-    Vp = np.zeros((kernel.V.shape[0], padded(kernel.V.shape[1])))  # (k, dp)
-    Vp[:, : kernel.V.shape[1]] = kernel.V
     pending = np.arange(R, dtype=np.int64)
     n_done = 0
     previous = numba.get_num_threads()
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     try:
         while pending.size > 0:
-            flags[pending, _FINISHED] = False
+            flags[pending, FINISHED] = False
             rows = pending
 
             def descend(rows: np.ndarray = rows) -> None:
-                descend_rows(  # type: ignore[call-arg]
-                    rows,
-                    theta0,
-                    theta,
-                    kernel.V,
-                    Vp,
-                    kernel.identity,
-                    term,
-                    ints,
-                    floats,
-                    flags,
-                    limit,
-                    settings,
-                    curve_steps,
-                    curve,
-                )
+                kernel.descend(rows, state)
 
             _with_progress(descend, pending, flags, n_done, R, progress)
-            left = pending[~flags[pending, _SWITCHED]]
+            left = pending[~flags[pending, SWITCHED]]
             n_done += left.size
-            pending = pending[flags[pending, _SWITCHED]]
+            pending = pending[flags[pending, SWITCHED]]
             if pending.size == 0 or landscape is None:
                 break
-            start = torch.as_tensor(theta[pending].reshape(pending.size, -1))
-            finish = newton_finish(landscape, start, tol=config.tol, max_steps=config.newton_max_steps)
-            accepted = finish.accepted.numpy()
-            ok = pending[accepted]
-            theta[ok] = finish.theta[finish.accepted].numpy().reshape(ok.size, *theta.shape[1:])
-            newton_steps[ok] = finish.steps[finish.accepted].numpy()
-            ints[ok, _STEP] += newton_steps[ok]
-            flags[ok, _CONVERGED] = True
+            ok, pending = _newton(landscape, config, state, pending, newton_steps)
             n_done += ok.size
             if progress is not None and ok.size > 0:
                 progress(n_done, R)
-            pending = pending[~accepted]  # refused: resume descent, try again 100x lower
-            floats[pending, _SWITCH] /= 100
     finally:
         numba.set_num_threads(previous)
-    return {
-        "theta": theta,
-        "ints": ints,
-        "floats": floats,
-        "flags": flags,
-        "curve_steps": curve_steps,
-        "curve": curve,
-        "newton_steps": newton_steps,
-    }
+    return state, newton_steps
+
+
+def _newton(
+    landscape: Landscape,
+    config: TrainConfig,
+    state: DescentState,
+    pending: np.ndarray,
+    newton_steps: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The guarded Newton finish (batched torch) on the host state's replicas ``pending`` at their
+    switch point: (accepted rows, refused rows, whose switch point is now 100 times lower)."""
+    start = torch.as_tensor(state.theta[pending])
+    finish = newton_finish(landscape, start, tol=config.tol, max_steps=config.newton_max_steps)
+    accepted = finish.accepted.numpy()
+    ok = pending[accepted]
+    state.theta[ok] = finish.theta[finish.accepted].numpy()
+    newton_steps[ok] = finish.steps[finish.accepted].numpy()
+    state.ints[ok, STEP] += newton_steps[ok]
+    state.flags[ok, CONVERGED] = True
+    refused = pending[~accepted]  # resume descent, try again 100x lower
+    state.floats[refused, SWITCH] /= 100
+    return ok, refused
 
 
 def _with_progress(
@@ -158,7 +170,7 @@ def _with_progress(
     def poll() -> None:
         seen = -1
         while not stop.wait(0.5):
-            now = int((flags[rows, _FINISHED] & ~flags[rows, _SWITCHED]).sum())
+            now = int((flags[rows, FINISHED] & ~flags[rows, SWITCHED]).sum())
             if now != seen:
                 seen = now
                 progress(n_done + now, R)
@@ -170,7 +182,7 @@ def _with_progress(
     finally:
         stop.set()
         watcher.join()
-    progress(n_done + int((~flags[rows, _SWITCHED]).sum()), R)
+    progress(n_done + int((~flags[rows, SWITCHED]).sum()), R)
 
 
 def train_compiled(
@@ -186,12 +198,10 @@ def train_compiled(
     ``threads`` defaults to torch's intra-op thread count (a Ray task's CPUs)."""
     start = time.perf_counter()
     kernel = landscape.descent_kernel()
-    assert isinstance(kernel, TeacherStudentKernel)
-    R = theta0.shape[0]
-    n = landscape.cfg.n
-    start_points = np.ascontiguousarray(theta0.detach().numpy().reshape(R, n, -1), dtype=np.float64)
-    state = _run(
-        start_points,
+    if kernel is None:
+        raise ValueError(f"engine 'compiled': {landscape.name} has no compiled kernel")
+    state, newton_steps = _run(
+        np.ascontiguousarray(theta0.detach().numpy(), dtype=np.float64),
         kernel,
         config,
         None if budget is None else budget.cpu().numpy(),
@@ -199,8 +209,17 @@ def train_compiled(
         threads=torch.get_num_threads() if threads is None else threads,
         landscape=landscape,
     )
-    ints, flags = state["ints"], state["flags"]
-    diverged, converged, stalled = flags[:, _DIVERGED], flags[:, _CONVERGED], flags[:, _STALLED]
+    return result_from_state(state, newton_steps, theta0, time.perf_counter() - start)
+
+
+def result_from_state(
+    state: DescentState, newton_steps: np.ndarray, theta0: Tensor, seconds: float
+) -> TrainResult:
+    """The :class:`TrainResult` of a finished host state (``theta`` columns beyond ``theta0``'s P,
+    the padding of a packed launch, are dropped)."""
+    ints, flags = state.ints, state.flags
+    R, P = theta0.shape
+    diverged, converged, stalled = flags[:, DIVERGED], flags[:, CONVERGED], flags[:, STALLED]
     reasons = [
         "diverged"
         if diverged[r]
@@ -211,18 +230,23 @@ def train_compiled(
         else "max_steps"
         for r in range(R)
     ]
+    device = theta0.device
+
+    def tensor(a: np.ndarray) -> Tensor:
+        return torch.as_tensor(np.ascontiguousarray(a)).to(device)
+
     return TrainResult(
-        theta=torch.as_tensor(state["theta"].reshape(R, -1)),
+        theta=tensor(state.theta[:, :P]),
         theta0=theta0,
-        steps=torch.as_tensor(ints[:, _STEP].copy()),
-        total_steps=torch.as_tensor(ints[:, _TOTAL] + ints[:, _STEP]),
-        lr=torch.as_tensor(state["floats"][:, _LR].copy()),
-        restarts=torch.as_tensor(ints[:, _RESTARTS].copy()),
-        converged=torch.as_tensor(converged.copy()),
-        diverged=torch.as_tensor(diverged.copy()),
+        steps=tensor(ints[:, STEP]),
+        total_steps=tensor(ints[:, TOTAL] + ints[:, STEP]),
+        lr=tensor(state.floats[:, LR]),
+        restarts=tensor(ints[:, RESTARTS]),
+        converged=tensor(converged),
+        diverged=tensor(diverged),
         stop_reason=reasons,
-        curve_steps=torch.as_tensor(state["curve_steps"]),
-        curve=torch.as_tensor(state["curve"]),
-        seconds=time.perf_counter() - start,
-        newton_steps=torch.as_tensor(state["newton_steps"]),
+        curve_steps=tensor(state.curve_steps),
+        curve=tensor(state.curve),
+        seconds=seconds,
+        newton_steps=tensor(newton_steps),
     )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
-from study.landscapes.teacher_student_families import (
+from study.landscapes.teacher_student.families import (
     canonical_form,
     isotropy_rows,
     spurious_families,

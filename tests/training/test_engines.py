@@ -13,9 +13,9 @@ import torch
 from study.diagnostics.critical import DiagnosticsConfig, classify
 from study.landscapes.deep_linear import DeepLinear, DeepLinearConfig
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
+from study.landscapes.teacher_student.kernel import acos, gradient
 from study.training.compiled import train_compiled, warm_up
 from study.training.gd import TrainConfig, TrainResult, train, uses_compiled
-from study.training.teacher_student_kernel import acos, gradient
 
 torch.set_num_threads(1)
 
@@ -134,7 +134,7 @@ def test_engine_choice():
         uses_compiled(linear, linear.init([0]), TrainConfig(engine="compiled"))
     with pytest.raises(ValueError, match="engine must be one of"):
         TrainConfig(engine="fast")
-    assert warm_up() >= 0.0
+    assert warm_up(ts) >= 0.0
 
 
 @pytest.mark.slow

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from study.landscapes.teacher_student_families import FAMILY_COLUMNS, spurious_families
+from study.landscapes.teacher_student.families import FAMILY_COLUMNS, spurious_families
 from study.record import PARAM_PREFIX, CriticalPoint, param_column
 from study.record import is_certified_spurious as certified_spurious
 from study.reports import plots
@@ -174,7 +174,7 @@ def _families_section(
         "End points are grouped modulo permutations of student neurons and, for the identity teacher, of "
         "input coordinates with teachers: one family when the loss, the sorted Hessian spectrum and the "
         "sorted rows and columns of W agree within tolerances "
-        "(`study.landscapes.teacher_student_families`). `n_large`: "
+        "(`study.landscapes.teacher_student.families`). `n_large`: "
         "eigenvalues above 1 (the ones growing like k); `isotropy_rows`: most rows equal up to a "
         "permutation of coordinates; `row_cells`: sizes of the classes of rows that colour refinement "
         "cannot tell apart; `representative`: its row in runs.csv (0-based)."

@@ -19,7 +19,8 @@ sizes); arccos is :func:`acos` (branch-free, 1 ulp), which the compiler vectoriz
 Scratch is allocated once per replica, never inside the step loop.
 
 The descent loop (:func:`descend_one`, one replica per call, replicas over threads in
-:func:`descend_rows`) follows :func:`study.training.gd.train` step for step: gradient g at x;
+:func:`descend_rows`; its state is one :class:`study.landscapes.kernels.DescentState` record) follows
+:func:`study.training.gd.train` step for step: gradient g at x;
 stationarity max_i |2 pi g_i| and |g|; the loss-curve sample when total + step is on the grid; then, in
 order, the stall check (every ``window`` steps), the restart (|g| > restart_grad_norm or not finite:
 back to x0 with half the step, step -1 recorded if it stops there), and leaving on convergence
@@ -30,9 +31,13 @@ reads only its own rows, so its end point never depends on its chunk, its thread
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit, prange
+
+from study.landscapes.kernels import DescentState
 
 TWO_PI = 2.0 * math.pi
 _TINY = 1e-300
@@ -228,31 +233,22 @@ def teacher_term(V: np.ndarray) -> float:
 
 
 # ---- the descent loop (one replica per call; the twin of study.training.gd.train) -------------------
-@njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
-def descend_one(
-    r: int,
-    theta0: np.ndarray,
-    theta: np.ndarray,
-    V: np.ndarray,
-    Vp: np.ndarray,
-    identity: bool,
-    teacher_term: float,
-    ints: np.ndarray,
-    floats: np.ndarray,
-    flags: np.ndarray,
-    limit: np.ndarray,
-    settings: np.ndarray,
-    curve_steps: np.ndarray,
-    curve: np.ndarray,
-) -> None:
-    """Descend replica ``r`` from its state until it leaves (see "The descent loop" above).
+class Teacher(NamedTuple):
+    """The teacher as the loop reads it: ``V: (k, d)``, zero-padded ``Vp: (k, dp)``, whether it is
+    the identity (then the teacher terms need no matmul) and 1/2 sum h(v_i, v_j)."""
 
-    ``theta0, theta: (R, n, d)``; ``V: (k, d)`` and zero-padded ``Vp: (k, dp)``; ``ints: (R, 4)`` step,
-    total, restarts, reductions; ``floats: (R, 3)`` lr, stall checkpoint, switch point; ``flags: (R, 5)``
-    converged, diverged, stalled, switched, finished; ``limit: (R,)`` step budgets; ``settings``: tol,
-    restart_grad_norm, max_restarts, stall window, stall_rtol, stall_lr_factor, stall_reductions;
-    ``curve: (R, C)`` the loss at the grid steps ``curve_steps: (C,)``.
-    """
+    V: np.ndarray
+    Vp: np.ndarray
+    identity: bool
+    term: float
+
+
+@njit(cache=True, nogil=True, error_model="numpy", fastmath=FASTMATH)
+def descend_one(r: int, teacher: Teacher, state: DescentState) -> None:
+    """Descend replica ``r`` from its state until it leaves (see "The descent loop" above); the
+    state's columns are those of :class:`study.landscapes.kernels.DescentState`."""
+    V, Vp, identity, term = teacher
+    theta0, theta, ints, floats, flags, limit, settings, curve_steps, curve = state
     tol, restart_at, max_restarts = settings[0], settings[1], settings[2]
     window, stall_rtol, stall_factor, stall_reductions = (
         int(settings[3]),
@@ -260,12 +256,14 @@ def descend_one(
         settings[5],
         settings[6],
     )
-    n, d = theta.shape[1], theta.shape[2]
     k, dp = Vp.shape
+    d = V.shape[1]
+    n = theta.shape[1] // d
     mp = -(-(n if identity else n + k) // LANES) * LANES
     P = np.zeros((mp, dp))  # partners: the replica's point, then -V (general teacher), then zeros
     x = P[:n]  # (n, dp): the replica's point; padded coordinates stay zero
-    x[:, :d] = theta[r]
+    start = theta0[r].reshape(n, d)
+    x[:, :d] = theta[r].reshape(n, d)
     if not identity:
         P[n : n + k] = -Vp
     G = np.zeros((n, dp))
@@ -297,13 +295,13 @@ def descend_one(
         while col < C and curve_steps[col] < here:
             col += 1
         if col < C and curve_steps[col] == here:
-            curve[r, col] = loss(x[:, :d], V, teacher_term)
+            curve[r, col] = loss(x[:, :d], V, term)
         blew = not (gnorm <= restart_at)  # also NaN
         done = stat <= tol
         over = step >= limit[r]
         switch = stat <= switch_at and not done
         if window > 0 and step > 0 and step % window == 0 and not done and not blew and not switch:
-            now = loss(x[:, :d], V, teacher_term)
+            now = loss(x[:, :d], V, term)
             stuck = not (now < checkpoint - stall_rtol * abs(now))
             checkpoint = now
             slower = stuck and reductions < stall_reductions
@@ -317,7 +315,7 @@ def descend_one(
             restarts += 1
             total += step
             lr = lr / 2
-            x[:, :d] = theta0[r]
+            x[:, :d] = start
             checkpoint = math.inf
             if restarts > max_restarts:
                 diverged = True
@@ -331,7 +329,7 @@ def descend_one(
                 for c in range(dp):
                     x[i, c] = x[i, c] - lr * G[i, c]
         step += 1
-    theta[r] = x[:, :d]
+    theta[r].reshape(n, d)[:, :] = x[:, :d]
     ints[r, 0], ints[r, 1], ints[r, 2], ints[r, 3] = step, total, restarts, reductions
     floats[r, 0], floats[r, 1] = lr, checkpoint
     flags[r, 0] = done and not diverged
@@ -342,37 +340,25 @@ def descend_one(
 
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def descend_rows(
-    rows: np.ndarray,
-    theta0: np.ndarray,
-    theta: np.ndarray,
-    V: np.ndarray,
-    Vp: np.ndarray,
-    identity: bool,
-    teacher_term: float,
-    ints: np.ndarray,
-    floats: np.ndarray,
-    flags: np.ndarray,
-    limit: np.ndarray,
-    settings: np.ndarray,
-    curve_steps: np.ndarray,
-    curve: np.ndarray,
-) -> None:
+def descend_rows(rows: np.ndarray, teacher: Teacher, state: DescentState) -> None:
     """:func:`descend_one` for each replica in ``rows``, spread over numba's threads."""
     for t in prange(rows.shape[0]):
-        descend_one(
-            rows[t],
-            theta0,
-            theta,
-            V,
-            Vp,
-            identity,
-            teacher_term,
-            ints,
-            floats,
-            flags,
-            limit,
-            settings,
-            curve_steps,
-            curve,
-        )
+        descend_one(rows[t], teacher, state)
+
+
+@dataclass(frozen=True)
+class TeacherStudentKernel:
+    """The teacher-student landscape's compiled loop (:class:`study.landscapes.kernels.DescentKernel`):
+    ``V: (k, d)`` float64 in C order, and whether it is the identity."""
+
+    V: np.ndarray
+    identity: bool
+
+    def teacher(self) -> Teacher:
+        """The record the loop reads (its padded copy and 1/2 sum h(v, v) computed here)."""
+        Vp = np.zeros((self.V.shape[0], padded(self.V.shape[1])))  # (k, dp)
+        Vp[:, : self.V.shape[1]] = self.V
+        return Teacher(self.V, Vp, self.identity, teacher_term(self.V))
+
+    def descend(self, rows: np.ndarray, state: DescentState) -> None:
+        descend_rows(rows, self.teacher(), state)

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 
 from study.landscapes.base import INIT_SCHEMES, Certificate, Landscape, init_weight_matrices
-from study.landscapes.teacher_student_population import (
-    PairGeometry,
+from study.landscapes.kernels import DescentKernel
+from study.landscapes.teacher_student.population import (
     differentiability_margins,
     pair_geometry,
     population_grad,
@@ -32,29 +32,6 @@ from study.landscapes.teacher_student_population import (
 
 TWO_PI = 2.0 * math.pi
 _TINY = 1e-300
-
-
-@dataclass(frozen=True)
-class TeacherStudentKernel:
-    """What the compiled loop needs of a teacher-student landscape: ``V: (k, d)`` float64, and whether
-    it is the identity (then the teacher terms need no matmul)."""
-
-    V: np.ndarray
-    identity: bool
-
-
-__all__ = [
-    "TeacherStudent",
-    "TeacherStudentConfig",
-    "teacher_matrix",
-    "PairGeometry",
-    "pair_geometry",
-    "population_loss",
-    "population_grad",
-    "population_grad_identity",
-    "population_hessian",
-    "differentiability_margins",
-]
 
 
 @dataclass(frozen=True)
@@ -152,9 +129,10 @@ class TeacherStudent(Landscape):
     def hvp(self, theta: Tensor, v: Tensor) -> Tensor:
         return (self.hessian(theta) @ v.unsqueeze(-1)).squeeze(-1)
 
-    def descent_kernel(self) -> TeacherStudentKernel:
-        """The teacher (float64, C order) for the compiled loop of
-        :mod:`study.landscapes.teacher_student_kernel`."""
+    def descent_kernel(self) -> DescentKernel:
+        """The compiled loop on CPU threads (:mod:`study.landscapes.teacher_student.kernel`)."""
+        from study.landscapes.teacher_student.kernel import TeacherStudentKernel
+
         V = np.ascontiguousarray(self.V.detach().cpu().numpy(), dtype=np.float64)  # (k, d)
         return TeacherStudentKernel(V=V, identity=self.cfg.teacher == "identity")
 
@@ -279,9 +257,9 @@ class TeacherStudent(Landscape):
 
     def symmetry_canonical_form(self, theta: Tensor) -> Tensor:
         """Rows (students) and, for V = I, columns (coordinates with teachers) ordered by colour
-        refinement; see :func:`study.landscapes.teacher_student_families.canonical_form` for what is
+        refinement; see :func:`study.landscapes.teacher_student.families.canonical_form` for what is
         guaranteed."""
-        from study.landscapes.teacher_student_families import canonical_form
+        from study.landscapes.teacher_student.families import canonical_form
 
         W = self.weights(theta).detach().cpu().numpy()  # (R, n, d)
         identity = self.cfg.teacher == "identity"
