@@ -16,6 +16,7 @@ read (left by an older, non-atomic writer) is skipped, and its trial is run agai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -43,6 +44,25 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def create_whole(path: Path, build: Callable[[Path], object]) -> None:
+    """Make ``path`` if it is not there: ``build(tmp)`` on a temporary file beside it, then a hard link
+    into place, so no process ever opens it half made; where another process links its own first, that
+    one is kept. For SQLite stores whose schema the library creates in place without a lock (Optuna's,
+    MLflow's): two processes creating one at once fail, and a reader that opens it first creates too."""
+    if path.exists() or not path.parent.is_dir():
+        return
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(name)  # the library makes the file itself
+    tmp = Path(name)
+    try:
+        build(tmp)
+        with contextlib.suppress(FileExistsError):  # another process made it first: keep theirs
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
