@@ -193,6 +193,31 @@ def read_runs_table(out: Path) -> pd.DataFrame:
     return migrate(frame) if frame is not None else pd.DataFrame()
 
 
+def refresh_runs_table(out: Path) -> tuple[int, int] | None:
+    """Rewrite ``out/runs.csv`` from the trial files where it differs from them in its runs (keyed
+    ``seed_base``, ``seed``) or their labels: what a hunt killed between a trial's files and its table
+    append leaves, until it resumes. Returns (rows before, rows after) when rewritten, else None. Only
+    while no driver writes the folder (the caller checks)."""
+    runs = load_runs(out)
+    if not len(runs) or not {"seed_base", "seed", "critical_point"} <= set(runs.columns):
+        return None
+    table = read_csv(out / "runs.csv")
+    table = migrate(table) if table is not None and len(table.columns) else pd.DataFrame()
+
+    def keyed(frame: pd.DataFrame) -> list[tuple[int, int, str]]:
+        columns = ("seed_base", "seed", "critical_point")
+        if not set(columns) <= set(frame.columns):
+            return []
+        return sorted(
+            zip(*(frame[c].astype(str if c == "critical_point" else int) for c in columns), strict=True)
+        )
+
+    if keyed(table) == keyed(runs):
+        return None
+    write_csv(runs, out / "runs.csv")
+    return len(table), len(runs)
+
+
 def write_run_batch(batch: RunBatch, out: Path, *, config: dict[str, Any], landscape: str) -> Path:
     """Write a batch made outside a hunt: ``runs.csv``, ``arrays.npz`` and ``config.json`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
