@@ -35,6 +35,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     library_logs(verbose=args.verbose, quiet=args.quiet)
     out = hunt_folder(args.target)
+    refresh_table(out)
     try:
         report = build_report(out)
     except (FileNotFoundError, ValueError) as exc:
@@ -53,6 +54,20 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"logged to MLflow run {run_id} under report/")
             print_links(tracking_uri or default_tracking_uri(out), hunt_name(out))
     return 0
+
+
+def refresh_table(out: Path) -> None:
+    """``runs.csv`` rebuilt from the trial files when it is stale (a hunt killed before a trial's table
+    append) and no driver is writing the folder; a note on stderr either way it matters."""
+    from study.record import refresh_runs_table
+    from study.search.identity import hunt_running
+
+    if hunt_running(out):
+        print(f"study: a hunt is running in {out}: its runs.csv may lag the trial files", file=sys.stderr)
+        return
+    rebuilt = refresh_runs_table(out)
+    if rebuilt is not None:
+        print(f"study: runs.csv was stale ({rebuilt[0]} runs; the trial files hold {rebuilt[1]}): rebuilt")
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:

@@ -22,6 +22,7 @@ import study
 from study.telemetry import TELEMETRY_OFF
 
 PIPELINE_ENV = "MINIMA_HUNT_PIPELINE_TEXT"
+PROBE_SECONDS = 5.0  # how long the job API may take to answer its first request
 # Never uploaded (Ray also skips what .gitignore lists); the upload is capped by Ray at 500 MiB.
 EXCLUDES = [
     ".venv",
@@ -151,6 +152,7 @@ def connect(address: str) -> Any:
 
     if "://" not in address:
         address = f"http://{address}"
+    check_job_api(address)  # Ray's client waits without a timeout on a port that does not answer
     try:
         return JobSubmissionClient(address, headers=auth_headers())
     except AuthenticationError as exc:
@@ -160,6 +162,31 @@ def connect(address: str) -> Any:
         ) from None
     except (ConnectionError, ValueError, RuntimeError) as exc:
         raise ClusterError(f"cannot reach the Ray job API at {address}: {_one_line(exc)}") from None
+
+
+def check_job_api(address: str, *, timeout: float = PROBE_SECONDS) -> None:
+    """Raise :class:`ClusterError` unless ``address`` answers ``GET /api/version`` as Ray's job API does
+    (JSON with ``ray_version``, or a refusal for want of a token) within ``timeout`` seconds."""
+    import http.client
+    import json
+    import urllib.error
+    import urllib.request
+
+    url = f"{address.rstrip('/')}/api/version"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            answer = json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            return  # Ray's, asking for a token: connect() says so
+        why = f"HTTP {exc.code} for /api/version"
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        why = f"no answer within {timeout:g} s" if "timed out" in str(exc) else _one_line(exc)
+    else:
+        if isinstance(answer, dict) and "ray_version" in answer:
+            return
+        why = "/api/version does not name a Ray version"
+    raise ClusterError(f"cannot reach the Ray job API at {address}: {why}")
 
 
 def auth_headers() -> dict[str, str]:

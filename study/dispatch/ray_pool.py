@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,24 +42,60 @@ class UnreachableClusterError(UsageError):
 
 
 def check_address(address: str | None, *, timeout: float = PROBE_SECONDS) -> None:
-    """Raise :class:`UnreachableClusterError` unless something accepts a TCP connection at ``address``
-    (``HOST:PORT`` of a GCS, or ``ray://HOST:PORT`` of a client server) within ``timeout`` seconds:
-    ``ray.init`` would retry an absent head for minutes. ``None``, ``auto`` and ``local`` pass (Ray
-    finds or starts those itself)."""
+    """Raise :class:`UnreachableClusterError` unless a Ray cluster answers at ``address`` (``HOST:PORT``
+    of a GCS, or ``ray://HOST:PORT`` of a client server) within ``timeout`` seconds in all: something
+    accepts a TCP connection there, and it answers one of Ray's own gRPC calls. ``ray.init`` would retry
+    an absent head, or a port where something else listens, for minutes. ``None``, ``auto`` and
+    ``local`` pass (Ray finds or starts those itself)."""
     if address is None or address in ("auto", "local"):
         return
     target = address.split("://", 1)[-1].rstrip("/")
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():
         raise UnreachableClusterError(f"--address: expected HOST:PORT or ray://HOST:PORT, got {address!r}")
+    deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
-            return
+            pass
     except OSError as exc:
         why = exc.strerror or type(exc).__name__
         raise UnreachableClusterError(
             f"--address: no Ray cluster answers at {target} within {timeout:g} s ({why})"
         ) from None
+    not_ray = _not_ray(target, client=address.startswith("ray://"), timeout=deadline - time.monotonic())
+    if not_ray:
+        raise UnreachableClusterError(
+            f"--address: {target} accepts connections but is not a Ray "
+            f"{'client server' if address.startswith('ray://') else 'head (GCS)'} ({not_ray})"
+        )
+
+
+def _not_ray(target: str, *, client: bool, timeout: float) -> str | None:
+    """Why the gRPC server at ``target`` is not Ray's (the status of one cheap call: the GCS's cluster
+    id, or the client server's ping), or None where Ray answers. An answer refused for want of a token
+    is Ray's too: ``ray.init`` then says so itself."""
+    import grpc
+    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc, ray_client_pb2, ray_client_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            if client:
+                ping_type = ray_client_pb2.ClusterInfoType.PING  # type: ignore[attr-defined]  # generated
+                ping = ray_client_pb2.ClusterInfoRequest(type=ping_type)  # type: ignore[attr-defined]
+                ray_client_pb2_grpc.RayletDriverStub(channel).ClusterInfo(ping, timeout=max(timeout, 0.1))
+            else:
+                request = gcs_service_pb2.GetClusterIdRequest()  # type: ignore[attr-defined]
+                gcs_service_pb2_grpc.NodeInfoGcsServiceStub(channel).GetClusterId(
+                    request, timeout=max(timeout, 0.1)
+                )
+        except grpc.RpcError as exc:
+            code = exc.code()  # type: ignore[attr-defined]  # a grpc.Call as well
+            if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return "no gRPC answer in time"
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNIMPLEMENTED):
+                details = (exc.details() or "").split("\n")[0][:120]  # type: ignore[attr-defined]
+                return f"gRPC {code.name}: {details}"
+    return None
 
 
 def init_ray(address: str | None = None, *, num_cpus: int | None = None) -> ClusterInfo:

@@ -16,6 +16,7 @@ read (left by an older, non-atomic writer) is skipped, and its trial is run agai
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -43,6 +44,25 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def create_whole(path: Path, build: Callable[[Path], object]) -> None:
+    """Make ``path`` if it is not there: ``build(tmp)`` on a temporary file beside it, then a hard link
+    into place, so no process ever opens it half made; where another process links its own first, that
+    one is kept. For SQLite stores whose schema the library creates in place without a lock (Optuna's,
+    MLflow's): two processes creating one at once fail, and a reader that opens it first creates too."""
+    if path.exists() or not path.parent.is_dir():
+        return
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.unlink(name)  # the library makes the file itself
+    tmp = Path(name)
+    try:
+        build(tmp)
+        with contextlib.suppress(FileExistsError):  # another process made it first: keep theirs
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:
@@ -171,6 +191,31 @@ def read_runs_table(out: Path) -> pd.DataFrame:
         raise FileNotFoundError(f"no runs.csv in {out} (has the hunt finished a trial?)")
     frame = read_csv(csv)
     return migrate(frame) if frame is not None else pd.DataFrame()
+
+
+def refresh_runs_table(out: Path) -> tuple[int, int] | None:
+    """Rewrite ``out/runs.csv`` from the trial files where it differs from them in its runs (keyed
+    ``seed_base``, ``seed``) or their labels: what a hunt killed between a trial's files and its table
+    append leaves, until it resumes. Returns (rows before, rows after) when rewritten, else None. Only
+    while no driver writes the folder (the caller checks)."""
+    runs = load_runs(out)
+    if not len(runs) or not {"seed_base", "seed", "critical_point"} <= set(runs.columns):
+        return None
+    table = read_csv(out / "runs.csv")
+    table = migrate(table) if table is not None and len(table.columns) else pd.DataFrame()
+
+    def keyed(frame: pd.DataFrame) -> list[tuple[int, int, str]]:
+        columns = ("seed_base", "seed", "critical_point")
+        if not set(columns) <= set(frame.columns):
+            return []
+        return sorted(
+            zip(*(frame[c].astype(str if c == "critical_point" else int) for c in columns), strict=True)
+        )
+
+    if keyed(table) == keyed(runs):
+        return None
+    write_csv(runs, out / "runs.csv")
+    return len(table), len(runs)
 
 
 def write_run_batch(batch: RunBatch, out: Path, *, config: dict[str, Any], landscape: str) -> Path:

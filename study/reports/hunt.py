@@ -88,10 +88,11 @@ def load_hunt(out: Path) -> HuntFolder:
 
 
 # ---- what the driver recorded --------------------------------------------------------------------
-def hunt_record(out: Path) -> dict[str, Any]:
-    """``OUT/hunt.json`` (what the driver recorded about the hunt), empty when absent."""
+def hunt_record(out: Path, name: str = "hunt.json") -> dict[str, Any]:
+    """``OUT/hunt.json`` (what the driver recorded about the hunt; ``name``: another of its JSON files,
+    e.g. ``hunt_stats.json``), empty when absent."""
     try:
-        data = json.loads((out / "hunt.json").read_text())
+        data = json.loads((out / name).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -127,7 +127,11 @@ def summary_markdown(out: Path) -> str:
     states = trials["state"].value_counts().to_dict() if "state" in trials else {}
     by_state = ", ".join(f"{v} {k.lower()}" for k, v in sorted(states.items())) or "none"
     lines.append(f"- {len(trials)} trials ({by_state}); {len(runs)} runs trained")
-    if "started" in record and "finished" in record:
+    invocations = hunt_record(out, "hunt_stats.json").get("invocations") or []
+    if len(invocations) > 1:
+        total = sum(float(entry.get("wall_seconds") or 0.0) for entry in invocations)
+        lines.append(f"- wall time {total / 3600:.3g} h over {len(invocations)} invocations of the driver")
+    elif "started" in record and "finished" in record:
         lines.append(f"- wall time {(record['finished'] - record['started']) / 3600:.3g} h")
     if "critical_point" in runs:
         counts = runs["critical_point"].value_counts().to_dict()

@@ -53,6 +53,7 @@ from study.search.identity import (
     seed_scheme,
     write_identity,
 )
+from study.search.invocations import close_invocation, open_invocation
 from study.search.objectives import counterexamples, objective_value, summary_metrics
 from study.search.samplers import grid_size, make_storage
 from study.search.tables import HuntTables
@@ -226,6 +227,7 @@ def _run(
     tables = HuntTables(out, lambda: trials_table(study))
     tables.rebuild()  # once: a resumed hunt's tables from its files; later trials are appended
     writer = TrialWriter(study, spec, tracker, out, tables, verify=pool.verify)
+    invocations = open_invocation(out)
     hunt_start = time.perf_counter()
     status = "FINISHED"
     stop = "interrupted"
@@ -252,6 +254,7 @@ def _run(
         "tracking_share": tracker.seconds / wall if wall > 0 else 0.0,
         "cluster_cpus": pool.cluster.cpus,
         "cluster_gpus": pool.cluster.gpus,
+        **close_invocation(invocations, wall),  # this run's wall above; the hunt's over its invocations
     }
     write_json(stats, out / "hunt_stats.json")
     write_csv(writer.stopwatch.frame(), out / "driver_timing.csv")

@@ -146,6 +146,20 @@ def write_identity(spec: HuntSpec, out: Path, *, seeds: str = SEQUENCE) -> dict[
     return identity
 
 
+def hunt_running(out: Path) -> bool:
+    """Whether a driver holds ``out/.hunt.lock`` now (asked without taking it for longer than a moment)."""
+    path = out / LOCK_FILE
+    if not path.is_file():
+        return False
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
 @contextmanager
 def hunt_lock(out: Path) -> Iterator[None]:
     """Hold ``out/.hunt.lock`` while a driver runs; a second driver on the same folder is refused."""

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import os
 import shlex
-import threading
 from pathlib import Path
 from typing import Any
 
 import optuna
 
 from study import choices
+from study.record.files import create_whole
 from study.spec import HuntSpec, ParamSpec, sampler_options
 
 
@@ -122,21 +120,16 @@ def make_storage(url: str | None, out: Path) -> optuna.storages.BaseStorage:
 
 
 def _create_whole(path: Path, engine_kwargs: dict[str, Any]) -> None:
-    """A new SQLite storage is made in a temporary file beside ``path`` and linked into place whole: two
-    processes that create the schema in one file at once fail ("table studies already exists"), and a
-    reader that opens the file first (a dashboard, a test polling the hunt) creates tables in it too."""
-    if path.exists() or not path.parent.is_dir():
-        return
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
+    """A new SQLite storage made whole (:func:`~study.record.files.create_whole`): two processes that
+    create the schema in one file at once fail ("table studies already exists")."""
+
+    def build(temporary: Path) -> None:
         storage = optuna.storages.RDBStorage(
             f"sqlite:///{temporary}", engine_kwargs=engine_kwargs, heartbeat_interval=None
         )
         storage.engine.dispose()
-        with contextlib.suppress(FileExistsError):  # another process made it first: keep theirs
-            os.link(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+
+    create_whole(path, build)
 
 
 def dashboard_command(url: str | None, out: Path) -> str:

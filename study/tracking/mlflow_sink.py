@@ -28,6 +28,7 @@ from study.record.schema import HYPOTHESIS_PREFIX, META_COLUMNS, PARAM_PREFIX, T
 from study.reports.hunt import hunt_name
 from study.tracking import naming
 from study.tracking.links import EXPERIMENT_KIND_TAG, MODEL_TRAINING
+from study.tracking.sqlite_store import create_store
 from study.tracking.writers import RunToLog, make_writer
 
 if TYPE_CHECKING:
@@ -70,6 +71,7 @@ class HuntTracker:
         artifact_root: Path | None = None,
         writer: str = "auto",
     ):
+        create_store(tracking_uri)  # whole, if missing: MLflow would migrate it in place, unlocked
         self.client = MlflowClient(tracking_uri=tracking_uri)
         self.tracking_uri = tracking_uri
         self.hunt = hunt

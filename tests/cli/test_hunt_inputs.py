@@ -17,7 +17,7 @@ from study.search.driver import HuntOptions, run_hunt
 from study.search.identity import HuntInputError, hunt_lock, write_identity
 from study.spec import PipelineError, parse_pipeline
 from study.spec_memory import check_fits_in_memory, chunk_memory
-from tests.cluster.conftest import TINY, free_port
+from tests.cluster.conftest import TINY, free_port, silent_listener
 
 STUDY = [sys.executable, "-m", "study.cli"]
 PIPELINE = {"name": "inputs", **TINY}
@@ -123,6 +123,15 @@ def test_an_absent_ray_head_fails_in_one_line_within_15_seconds(tmp_path):
     malformed = hunt(tmp_path, "--out", str(out), "--address", "no-port-here")
     one_line_error(malformed, "--address: expected HOST:PORT")
     assert not out.exists()
+
+
+def test_an_address_that_accepts_tcp_but_is_not_ray_fails_in_one_line_within_15_seconds(tmp_path):
+    out = tmp_path / "h"
+    with silent_listener() as port:  # ray.init waits on it for minutes (measured: over 200 s)
+        for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+            proc, seconds = timed_hunt(tmp_path, "--out", str(out), "--address", address)
+            one_line_error(proc, f"--address: 127.0.0.1:{port} accepts connections but is not a Ray")
+            assert "no gRPC answer in time" in proc.stderr and seconds < 15 and not out.exists()
 
 
 @pytest.mark.parametrize(

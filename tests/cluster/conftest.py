@@ -3,6 +3,7 @@ MLflow tracking server, a Ray head with its job API; each test stops what it sta
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -12,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,16 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def silent_listener() -> Iterator[int]:
+    """A port on 127.0.0.1 where a real socket accepts TCP connections and never says a word (what a
+    Ray address that names some other service, or a stalled one, looks like to a client)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)  # the kernel completes each handshake; nobody reads or writes
+        yield int(sock.getsockname()[1])
 
 
 def wait_for_mlflow(server: subprocess.Popen, url: str, log_path: Path, what: str) -> None:

@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from study.dispatch import local_ray
 from study.dispatch.jobs import EXCLUDES, PIPELINE_ENV, default_results, hunt_job, project_root
 from study.telemetry import TELEMETRY_OFF
-from tests.cluster.conftest import free_port, tiny_pipeline
+from tests.cluster.conftest import free_port, silent_listener, tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDY = [sys.executable, "-m", "study.cli"]
@@ -90,6 +90,21 @@ def test_cluster_commands_fail_in_one_line_with_exit_2(tmp_path):
     bad.write_text(yaml.safe_dump({**tiny_pipeline("bad"), "runs_per_trial": "four"}))
     proc = study_cli("submit", str(bad), "--address", closed, env=env)
     assert proc.returncode == 2 and "runs_per_trial" in proc.stderr  # validated before any connection
+
+
+def test_submit_to_an_address_that_accepts_tcp_but_is_not_ray_fails_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(yaml.safe_dump(tiny_pipeline("silent")))
+    with silent_listener() as port:  # Ray's job client waits on it without a timeout
+        start = time.monotonic()
+        proc = study_cli("submit", str(pipeline), "--address", f"http://127.0.0.1:{port}", env=env)
+        seconds = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"study: error: cannot reach the Ray job API at http://127.0.0.1:{port}: no answer within 5 s"
+    ]
+    assert seconds < 15 and proc.stdout == ""
 
 
 # ---- a real head --------------------------------------------------------------------------------

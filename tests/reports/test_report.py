@@ -186,3 +186,33 @@ def test_report_is_logged_to_the_hunt_run(tmp_path):
     assert log_report(report) == run_id
     logged = {a.path for a in tracker.client.list_artifacts(run_id, "report")}
     assert {"report/summary.md", "report/families.csv", "report/family_losses.png"} <= logged
+
+
+def test_cli_report_rebuilds_a_stale_runs_csv(tmp_path, capsys):
+    """A hunt killed between trial 1's files and its table append leaves runs.csv with trial 0 only."""
+    out = synthetic_hunt(tmp_path / "hunt")
+    assert main(["report", str(out), "--no-mlflow"]) == 0
+    assert "stale" not in capsys.readouterr().out  # a current table is left alone
+    whole = pd.read_csv(out / "runs.csv")
+    whole[whole["seed_base"] == 0].to_csv(out / "runs.csv", index=False)  # 10 of the 18 runs
+    assert main(["report", str(out), "--no-mlflow"]) == 0
+    printed = capsys.readouterr().out
+    assert "runs.csv was stale (10 runs; the trial files hold 18): rebuilt" in printed
+    assert "18 runs in 2 trials" in printed
+    for table in (out / "runs.csv", out / "report" / "runs.csv"):
+        rebuilt = pd.read_csv(table)
+        assert sorted(zip(rebuilt["seed_base"], rebuilt["seed"], strict=True)) == sorted(
+            zip(whole["seed_base"], whole["seed"], strict=True)
+        )
+
+
+def test_cli_report_leaves_the_table_of_a_running_hunt_alone(tmp_path, capsys):
+    from study.search.identity import hunt_lock
+
+    out = synthetic_hunt(tmp_path / "hunt")
+    stale = pd.read_csv(out / "runs.csv").iloc[:10]
+    stale.to_csv(out / "runs.csv", index=False)
+    with hunt_lock(out):  # a driver is appending to it
+        assert main(["report", str(out), "--no-mlflow"]) == 0
+    assert "a hunt is running" in capsys.readouterr().err
+    assert len(pd.read_csv(out / "runs.csv")) == 10

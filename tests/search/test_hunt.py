@@ -1,14 +1,19 @@
 """A tiny hunt end to end on real local Ray, a real Optuna SQLite storage and a real MLflow store."""
 
+import json
+import os
 import re
+import time
 
 import optuna
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from study.record import write_json
 from study.runs import run_replicas
 from study.search.driver import HuntOptions, run_hunt, trial_seeds
+from study.search.invocations import close_invocation, open_invocation
 from study.search.samplers import make_storage
 from study.spec import PipelineError, parse_pipeline
 from study.tracking.mlflow_sink import HuntTracker, default_tracking_uri
@@ -81,10 +86,39 @@ def test_tiny_hunt_logs_every_run_once_and_resumes(tmp_path, ray_local):
     csv = pd.read_csv(out / "runs.csv")
     assert len(csv) == 8 and csv["seed"].is_unique
 
+    first_wall = json.loads((out / "hunt_stats.json").read_text())["wall_seconds"]
+
     # resume: ask for 3 trials in total; the 2 finished ones are kept, one more runs
     table = run_hunt(spec, HuntOptions(out=out, trials=3, progress=False))
     assert len(table) == 3
     assert kinds(runs_in_store(out)) == {"run": 12, "trial": 3, "hunt": 1}
+    # the hunt's time is both invocations' (each entry its own driver's), not the last one's
+    stats = json.loads((out / "hunt_stats.json").read_text())
+    walls = [entry["wall_seconds"] for entry in stats["invocations"]]
+    assert walls == [first_wall, stats["wall_seconds"]]
+    assert stats["total_wall_seconds"] == pytest.approx(first_wall + stats["wall_seconds"])
+    total_hours = f"{stats['total_wall_seconds'] / 3600:.3g} h over 2 invocations"
+    assert total_hours in (out / "summary.md").read_text()
+
+
+def test_an_invocation_left_open_by_a_killed_driver_ends_at_its_last_trial_file(tmp_path):
+    (tmp_path / "trials").mkdir()
+    started = time.time() - 100
+    write_json({"invocations": [{"started": started, "finished": None, "wall_seconds": None}]},
+               tmp_path / "hunt_stats.json")  # fmt: skip
+    trial = tmp_path / "trials" / "trial-00000.csv"
+    trial.write_text("seed\n0\n")
+    os.utime(trial, (started + 40, started + 40))  # its last trial, 40 s after it started
+    invocations = open_invocation(tmp_path)
+    assert invocations[0] == {
+        "started": started,
+        "finished": started + 40,
+        "wall_seconds": 40,
+        "killed": True,
+    }
+    assert invocations[1]["wall_seconds"] is None and invocations[1]["started"] >= started + 100
+    stats = close_invocation(invocations, 2.5)
+    assert stats["total_wall_seconds"] == pytest.approx(42.5)
 
 
 def test_interrupted_trial_is_rerun_with_its_seeds_without_duplicates(tmp_path, ray_local):
