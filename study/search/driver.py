@@ -27,6 +27,7 @@ from study.dispatch.pool import ChunkPool
 from study.dispatch.ray_pool import check_address
 from study.progress import progress_bar
 from study.record import RunBatch, load_runs, write_csv, write_json
+from study.reports.account import add_invocation, invocation_account, recorded_account
 from study.reports.summary import write_summary
 from study.search.finish import TrialWriter
 from study.search.hunt_study import (
@@ -55,7 +56,7 @@ from study.search.identity import (
 )
 from study.search.objectives import counterexamples, objective_value, summary_metrics
 from study.search.samplers import grid_size, make_storage
-from study.search.tables import HuntTables
+from study.search.tables import HuntTables, Stopwatch
 from study.spec import HuntSpec, PipelineError, sampler_options
 from study.spec_memory import check_fits_in_memory
 from study.tracking.mlflow_sink import HuntTracker, default_tracking_uri
@@ -183,6 +184,8 @@ def _run(
     on_trial: Callable[[dict[str, Any]], None] | None,
 ) -> pd.DataFrame:
     out = options.out
+    invoked = time.perf_counter()
+    stopwatch = Stopwatch()  # the account's stages, from every thread of this invocation
     study = open_study(spec, storage)
     stored = study.user_attrs.get(IDENTITY_ATTR)
     study_identity = json.loads(stored) if stored else None
@@ -222,11 +225,13 @@ def _run(
         chunk_size=spec.chunk_size,
         resources=spec.resources,
         max_inflight=spec.max_inflight,
+        timer=stopwatch.add,
     )
     tables = HuntTables(out, lambda: trials_table(study))
     tables.rebuild()  # once: a resumed hunt's tables from its files; later trials are appended
-    writer = TrialWriter(study, spec, tracker, out, tables, verify=pool.verify)
+    writer = TrialWriter(study, spec, tracker, out, tables, verify=pool.verify, stopwatch=stopwatch)
     hunt_start = time.perf_counter()
+    stopwatch.add("start_finish", hunt_start - invoked)
     status = "FINISHED"
     stop = "interrupted"
     try:
@@ -237,6 +242,7 @@ def _run(
         status = "KILLED"
         raise
     finally:
+        looped = time.perf_counter()  # the rest of this invocation is its finish
         writer.close()  # completed trials are logged and told even when interrupted
         tables.finish()  # the tables a rebuild from the trial files would make
         # counted from the trial files, whose labels are final (a trial's own summary is as it was told)
@@ -245,6 +251,9 @@ def _run(
         tracker.finish_hunt(status=status, metrics=summary_metrics(len(runs), found))
         write_json({**record, "finished": time.time(), "status": status, "stopped": stop}, out / "hunt.json")
     wall = time.perf_counter() - hunt_start
+    write_csv(writer.stopwatch.frame(), out / "driver_timing.csv")
+    write_summary(out)
+    stopwatch.add("start_finish", time.perf_counter() - looped)
     stats = {
         "wall_seconds": wall,
         "tracking_seconds": tracker.seconds,
@@ -252,10 +261,12 @@ def _run(
         "tracking_share": tracker.seconds / wall if wall > 0 else 0.0,
         "cluster_cpus": pool.cluster.cpus,
         "cluster_gpus": pool.cluster.gpus,
+        "account": add_invocation(
+            recorded_account(out),
+            invocation_account(stopwatch.stages, wall=time.perf_counter() - invoked, cores=pool.cluster.cpus),
+        ),
     }
     write_json(stats, out / "hunt_stats.json")
-    write_csv(writer.stopwatch.frame(), out / "driver_timing.csv")
-    write_summary(out)
     return trials_table(study)
 
 
@@ -317,11 +328,12 @@ def _loop(
     try:
         while (to_ask > 0 and not out_of_time()) or pool.busy:
             while to_ask > 0 and room() and not out_of_time(ask_seconds):
-                if spec.sampler == "grid" and not queue_grid_point(study, spec):
-                    to_ask, stop = 0, "grid exhausted"
-                    break
                 asking = time.time()
-                asked = ask(study, spec, on_reject=writer.rejected)
+                with writer.stopwatch.timed("optuna"):
+                    if spec.sampler == "grid" and not queue_grid_point(study, spec):
+                        to_ask, stop = 0, "grid exhausted"
+                        break
+                    asked = ask(study, spec, on_reject=writer.rejected)
                 ask_seconds = max(ask_seconds, time.time() - asking)
                 to_ask -= 1
                 if asked is None:  # a configuration the landscape rejects: told FAIL already
@@ -331,7 +343,9 @@ def _loop(
                         bar.refresh()
                     continue
                 config = configuration_key(asked.values)
-                previous = sorted(set(evaluated_before(study, asked)) | set(asked_now.get(config, [])))
+                with writer.stopwatch.timed("optuna"):
+                    evaluated = evaluated_before(study, asked)
+                previous = sorted(set(evaluated) | set(asked_now.get(config, [])))
                 if previous and spec.repeats == "skip":
                     writer.skip(asked, previous)
                     repeats_in_a_row += 1
