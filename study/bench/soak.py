@@ -2,19 +2,21 @@
 
 A real hunt (local Ray, an Optuna SQLite storage, an MLflow SQLite store) of N cheap trials: a
 teacher-student k = n = 2 configuration, a few runs per trial and few steps, the learning rate drawn by
-a seeded random sampler so that every trial is a configuration of its own. The writer times each trial
+a seeded sampler (random by default) so that every trial is a configuration of its own. The writer times each trial
 from its results arriving at the driver to its tell and tables done (``OUT/driver_timing.csv``, written
 by :mod:`study.search.finish`), split into the wait for the writer's thread to finish earlier trials and
 the driver's own work on the trial (files, MLflow, tell, tables). The benchmark prints the medians of
 the first and of the last 100 trials of each, the driver's resident memory after the first 100 trials
-and at the end, its peak, the ratio of the two medians of the driver's own work, and as its last line
-the ratio end to end (results arrived -> told and tables done, the wait in the writer's queue
-included), ``growth: X.XXx``: a writer that does not keep up with the workers shows there.
-``sampler``: random (history-free) or tpe (the driver waits for the writer before it asks).
+and at the end, its peak, the hunt's account (:mod:`study.reports.account`), the ratio of the two
+medians of the driver's own work, and as its last line the ratio end to end (results arrived -> told
+and tables done, the wait in the writer's queue included), ``growth: X.XXx``: a writer that does not
+keep up with the workers shows there. ``sampler``: random (history-free) or tpe (the driver waits for
+the writer before it asks).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import statistics
@@ -26,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from study.dispatch import ray_pool
+from study.reports.account import account_lines
 from study.search.driver import HuntOptions, run_hunt
 from study.spec import HuntSpec, parse_pipeline
 
@@ -94,6 +97,7 @@ def main(
         run_hunt(spec, HuntOptions(out=out, progress=False), on_trial=on_trial)
         wall = time.perf_counter() - start
         timing = pd.read_csv(out / "driver_timing.csv")
+        account = json.loads((out / "hunt_stats.json").read_text())["account"]
     memory["end"] = resident_mib()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     seconds = [float(s) for s in timing["seconds"]]
@@ -114,10 +118,9 @@ def main(
         f"driver resident memory: {memory.get('early', float('nan')):.0f} MiB after trial "
         f"{min(WINDOW, trials)}, {memory['end']:.0f} MiB at the end; peak RSS {peak:.0f} MiB"
     )
-    print(
-        f"growth of the driver's own work: {work_last / work_first if work_first > 0 else float('nan'):.2f}x"
-    )
-    print(f"growth: {last / first if first > 0 else float('nan'):.2f}x")
+    print("\n".join(account_lines(account)))
+    print(f"growth of the driver's own work: {_ratio(work_last, work_first):.2f}x")
+    print(f"growth: {_ratio(last, first):.2f}x")
     return 0
 
 
