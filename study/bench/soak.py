@@ -3,9 +3,10 @@
 A real hunt (local Ray, an Optuna SQLite storage, an MLflow SQLite store) of N cheap trials: a
 teacher-student k = n = 2 configuration, a few runs per trial and few steps, the learning rate drawn by
 a seeded sampler (random by default), so that every trial is a configuration of its own. The writer
-times each trial from its results arriving at the driver to its tell and tables done (``OUT/driver_timing.csv``, written
-by :mod:`study.search.finish`), split into the wait for the writer's thread to finish earlier trials and
-the driver's own work on the trial (files, MLflow, tell, tables). The benchmark prints the medians of
+times each trial from its results arriving at the driver to its tell and tables done
+(``OUT/driver_timing.csv``, written by :mod:`study.search.finish`), split into the wait for the
+writer's thread to finish earlier trials and the driver's own work on the trial (files, MLflow, tell,
+tables). The benchmark prints the medians of
 the first and of the last 100 trials of each, the driver's resident memory after the first 100 trials
 and at the end, its peak, the hunt's account (:mod:`study.reports.account`), the ratio of the two
 medians of the driver's own work, and as its last line the ratio end to end (results arrived -> told
