@@ -107,6 +107,12 @@ def recorded_account(out: Path) -> dict[str, Any] | None:
     return account if isinstance(account, dict) else None
 
 
+def hunt_account(out: Path, stages: dict[str, float], wall: float, cores: int) -> dict[str, Any]:
+    """The account of the hunt in ``out`` once this invocation (see :func:`invocation_account`) is added
+    to the one its ``hunt_stats.json`` records."""
+    return add_invocation(recorded_account(out), invocation_account(stages, wall=wall, cores=cores))
+
+
 def account_section(out: Path) -> list[str]:
     """The report's section on the hunt's time (nothing when the hunt has no account yet)."""
     account = recorded_account(out)

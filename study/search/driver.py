@@ -27,7 +27,7 @@ from study.dispatch.pool import ChunkPool
 from study.dispatch.ray_pool import check_address
 from study.progress import progress_bar
 from study.record import RunBatch, load_runs, write_csv, write_json
-from study.reports.account import add_invocation, invocation_account, recorded_account
+from study.reports.account import hunt_account
 from study.reports.summary import write_summary
 from study.search.finish import TrialWriter
 from study.search.hunt_study import (
@@ -93,6 +93,7 @@ class HuntOptions:
 
 # samplers whose proposals do not depend on the results told so far
 HISTORY_FREE_SAMPLERS = frozenset({"grid", "random", "qmc"})
+WRITER_POLL = 0.05  # seconds between looks at the writer while it holds the next ask back
 MAX_REPEATS_IN_A_ROW = 100  # ``repeats: skip``: a sampler that only re-proposes has converged
 
 
@@ -261,10 +262,7 @@ def _run(
         "tracking_share": tracker.seconds / wall if wall > 0 else 0.0,
         "cluster_cpus": pool.cluster.cpus,
         "cluster_gpus": pool.cluster.gpus,
-        "account": add_invocation(
-            recorded_account(out),
-            invocation_account(stopwatch.stages, wall=time.perf_counter() - invoked, cores=pool.cluster.cpus),
-        ),
+        "account": hunt_account(out, stopwatch.stages, time.perf_counter() - invoked, pool.cluster.cpus),
     }
     write_json(stats, out / "hunt_stats.json")
     return trials_table(study)
@@ -305,9 +303,10 @@ def _loop(
     def room() -> bool:
         """A model-based sampler counts trials finished but not yet told as in flight, so that it
         proposes from every result it could have (the writer tells them on its own thread). A
-        history-free sampler does not wait for the writer (bounding its queue broke the repeat and
-        pruning order of tests/search/test_budget_search.py; see docs/RESULTS.md, issue 18)."""
-        untold = writer.pending if learns else 0
+        history-free sampler lets the writer fall at most ``max_inflight`` trials behind: workers
+        faster than the writer would otherwise grow its queue, and every trial's wait in it, for as
+        long as the hunt lasts (``study bench soak``)."""
+        untold = writer.pending if learns else max(0, writer.pending - pool.max_inflight)
         return pool.in_flight + untold < pool.max_inflight
 
     ask_seconds = 0.0  # the longest ask so far: a trial asked later would start after the deadline
@@ -361,6 +360,8 @@ def _loop(
                 harvest(wait=True)  # nothing trains: let the sampler see the trials being told
                 continue
             wait = 5.0 if deadline is None else max(0.05, min(5.0, deadline - time.time()))
+            if to_ask > 0 and writer.pending and pool.in_flight < pool.max_inflight:
+                wait = min(wait, WRITER_POLL)  # the writer, not the workers, holds the next ask back
             waited = pool.wait(timeout=wait)
             bar.update(waited.runs)
             for key, outcome in waited.finished:
