@@ -35,7 +35,7 @@ from study.search.hunt_study import (
     AskedTrial,
     ask,
     configuration_key,
-    evaluated_before,
+    evaluated_configurations,
     finished_trials,
     open_study,
     queue_grid_point,
@@ -296,7 +296,9 @@ def _loop(
     repeats_in_a_row = 0
     pruning = spec.pruner not in ("none", "nop", "off")
     previous_of: dict[int, list[int]] = {}  # trial number -> earlier trials of its configuration
-    asked_now: dict[str, list[int]] = {}  # configuration -> trials trained by this driver (maybe not told)
+    # configuration -> trials that trained it: finished before this driver began, or asked by it (maybe
+    # not told yet)
+    evaluated = evaluated_configurations(study)
 
     learns = spec.sampler.lower().replace("_", "").removesuffix("sampler") not in HISTORY_FREE_SAMPLERS
 
@@ -342,9 +344,7 @@ def _loop(
                         bar.refresh()
                     continue
                 config = configuration_key(asked.values)
-                with writer.stopwatch.timed("optuna"):
-                    evaluated = evaluated_before(study, asked)
-                previous = sorted(set(evaluated) | set(asked_now.get(config, [])))
+                previous = sorted(set(evaluated.get(config, [])) - {asked.trial.number})
                 if previous and spec.repeats == "skip":
                     writer.skip(asked, previous)
                     repeats_in_a_row += 1
@@ -353,7 +353,7 @@ def _loop(
                     continue
                 repeats_in_a_row = 0
                 previous_of[asked.trial.number] = previous
-                asked_now.setdefault(config, []).append(asked.trial.number)
+                evaluated.setdefault(config, []).append(asked.trial.number)
                 seeds = trial_seeds(spec, asked.seed_base, spec.runs_per_trial, scheme=scheme)
                 pool.submit((asked, time.perf_counter()), asked.run_spec, seeds)
             if not pool.busy and writer.pending and to_ask > 0:
