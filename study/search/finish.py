@@ -257,8 +257,9 @@ class TrialWriter:
                 values=asked.values,
                 config=asked.run_spec.flat_config(),
             )
-        with timed("tables_files"):
+        with timed("optuna"):
             earlier_trials = self._trials(previous or [])
+        with timed("tables_files"):  # their trial files
             pooled = self._pooled(frame, earlier_trials)
         values = [objective_value(o, pooled, asked.values) for o in self.spec.objective]
         summary = trial_summary(frame)
