@@ -188,7 +188,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise UsageError(f"--trials must be >= 2, got {args.trials}")
         if args.cpus is not None and args.cpus < 1:
             raise UsageError(f"--cpus must be >= 1, got {args.cpus}")
-        return bench_soak.main(trials=args.trials or 3000, runs=args.runs or 2, num_cpus=args.cpus)
+        if args.sampler not in ("random", "tpe"):
+            raise UsageError(f"--sampler must be random or tpe, got {args.sampler!r}")
+        return bench_soak.main(
+            trials=args.trials or 3000, runs=args.runs or 2, num_cpus=args.cpus, sampler=args.sampler
+        )
     raise UsageError(f"unknown benchmark {args.what!r}")
 
 
@@ -261,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--switch-at", type=float, default=1e-2, help="agreement: the Newton switch to check")
     p.add_argument("--out", default=None, help="grid: output folder (default: a temporary one)")
     p.add_argument("--cpus", type=int, default=None, help="grid, soak: local Ray CPUs (default: all)")
+    p.add_argument("--sampler", default="random", help="soak: the hunt's sampler, random or tpe")
     p.set_defaults(func=cmd_bench)
 
     _add_hunt_commands(sub)

@@ -1,11 +1,15 @@
 """The hunt's worker pool: a trial's runs split into chunks, each a Ray task asking for the pipeline's
 ``resources``; a trial is done when all its chunks are. The pool keeps enough trials in flight to fill
-what the cluster has *now* (read again every few seconds: nodes join and leave while a hunt runs)."""
+what the cluster has *now* (read again every few seconds: nodes join and leave while a hunt runs).
+Chunks are sized by measured work: at most ``chunk_size`` runs, and no more than the latest chunks'
+seconds per run fit in ``CHUNK_SECONDS`` (so slow configurations spread over every core, and a hunt's
+last trial does not leave cores idle behind one long chunk)."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -18,6 +22,17 @@ from study.runs import RunSpec
 from study.spec_fields import Resources
 
 Key = TypeVar("Key")
+
+# what the pool adds to the hunt's account (study.reports.account), in seconds
+TASKS = "worker_tasks"  # on the workers' CPU slots: every chunk and follow-up task, whole
+REVERIFY = "reverify"  # of it, re-verification (in a chunk, or a follow-up task)
+DISPATCH = "dispatch"  # on the driver: submitting tasks and reading their results back
+CHUNK_SECONDS = 20.0  # how long a chunk should last once its runs' cost has been measured
+MEASURED_CHUNKS = 4  # chunks whose seconds per run size the next ones (the slowest of them)
+
+
+def _ignore(stage: str, seconds: float) -> None:
+    """The default timer: the seconds go nowhere."""
 
 
 @dataclass
@@ -48,7 +63,8 @@ class Waited(Generic[Key]):
 
 @dataclass
 class ChunkPool(Generic[Key]):
-    """Chunks of ``chunk_size`` runs on a Ray cluster (joined or started by :func:`ray_pool.init_ray`)."""
+    """Chunks of at most ``chunk_size`` runs on a Ray cluster (joined or started by
+    :func:`ray_pool.init_ray`), smaller where measured runs are slow (:meth:`chunk_runs`)."""
 
     cluster: ray_pool.ClusterInfo  # as it was at the start
     chunk_size: int
@@ -56,6 +72,9 @@ class ChunkPool(Generic[Key]):
     resources: Resources
     fixed_inflight: int = 0  # the pipeline's max_inflight; 0: follow the cluster
     refresh_seconds: float = 2.0
+    timer: Callable[[str, float], None] = _ignore  # adds seconds to a stage of the hunt's account
+    chunk_seconds: float = CHUNK_SECONDS
+    _per_run: list[float] = field(default_factory=list)  # seconds per run of the latest chunks (tasks)
     _now: ray_pool.ClusterInfo | None = None
     _read_at: float = -math.inf
     _pending: dict[Any, tuple[_Trial[Key], int]] = field(default_factory=dict)  # ray ref -> trial, runs
@@ -70,11 +89,15 @@ class ChunkPool(Generic[Key]):
         chunk_size: int,
         resources: Resources,
         max_inflight: int = 0,
+        timer: Callable[[str, float], None] = _ignore,
     ) -> ChunkPool[Any]:
-        """Join or start Ray; ``max_inflight`` 0: enough trials in flight to fill the cluster."""
+        """Join or start Ray; ``max_inflight`` 0: enough trials in flight to fill the cluster; ``timer``
+        adds seconds to the hunt's account."""
         cluster = ray_pool.init_ray(address, num_cpus=num_cpus)
         chunks_per_trial = math.ceil(runs_per_trial / chunk_size)
-        return ChunkPool(cluster, chunk_size, chunks_per_trial, resources, max_inflight, _now=cluster)
+        return ChunkPool(
+            cluster, chunk_size, chunks_per_trial, resources, max_inflight, timer=timer, _now=cluster
+        )
 
     def current(self) -> ray_pool.ClusterInfo:
         """The cluster's CPUs and GPUs as Ray reports them, read at most every ``refresh_seconds``."""
@@ -106,21 +129,34 @@ class ChunkPool(Generic[Key]):
     def busy(self) -> bool:
         return bool(self._trials)
 
+    def chunk_runs(self, runs: int) -> int:
+        """Seeds per chunk for a trial of ``runs``: ``chunk_size`` at most, fewer where the runs of the
+        latest chunks (the slowest of the last ``MEASURED_CHUNKS``, in seconds per run of their whole
+        task) would make a chunk last longer than ``chunk_seconds``; the trial's chunks as even as can be."""
+        size = self.chunk_size
+        if self._per_run and max(self._per_run) > 0:
+            size = max(1, min(size, int(self.chunk_seconds / max(self._per_run))))
+        return math.ceil(runs / math.ceil(runs / size)) if runs else size
+
     def submit(self, key: Key, spec: RunSpec, seeds: list[int]) -> None:
-        """Submit a trial's runs as chunks of ``chunk_size`` seeds."""
+        """Submit a trial's runs as chunks of :meth:`chunk_runs` seeds."""
+        begun = time.perf_counter()
         item = _Trial(key=key, refs=[])
-        for start in range(0, len(seeds), self.chunk_size):
-            chunk = seeds[start : start + self.chunk_size]  # the last one may be shorter
+        size = self.chunk_runs(len(seeds))
+        for start in range(0, len(seeds), size):
+            chunk = seeds[start : start + size]  # the last one may be shorter
             ref = ray_pool.submit_chunk(spec, chunk, self.resources, cluster_gpus=self.current().gpus)
             item.refs.append(ref)
             self._pending[ref] = (item, len(chunk))
         self._trials.append(item)
+        self.timer(DISPATCH, time.perf_counter() - begun)
 
     def wait(self, timeout: float = 5.0) -> Waited[Key]:
         """Wait up to ``timeout`` seconds for a chunk to end."""
         if not self._pending:
             return Waited(0, [], [])
         ready, _ = ray_pool.ray.wait(list(self._pending), num_returns=1, timeout=timeout)
+        begun = time.perf_counter()
         finished: list[tuple[Key, list[RunBatch] | BaseException]] = []
         runs = 0
         progressed: dict[int, _Trial[Key]] = {}
@@ -128,7 +164,9 @@ class ChunkPool(Generic[Key]):
             item, size = self._pending.pop(ref)
             runs += size
             try:
-                item.results[item.refs.index(ref)] = ray_pool.ray.get(ref)
+                timed = ray_pool.ray.get(ref)
+                self._per_run = [*self._per_run, timed.seconds / max(1, size)][-MEASURED_CHUNKS:]
+                item.results[item.refs.index(ref)] = self._value(timed)
             except Exception as exc:  # a failed chunk fails the trial, not the hunt
                 item.error = item.error or exc
             if item.done == len(item.refs):
@@ -137,7 +175,14 @@ class ChunkPool(Generic[Key]):
                 progressed.pop(id(item), None)
             elif item.error is None:
                 progressed[id(item)] = item
+        self.timer(DISPATCH, time.perf_counter() - begun)
         return Waited(runs, finished, [(t.key, t.so_far()) for t in progressed.values()])
+
+    def _value(self, timed: ray_pool.Timed) -> Any:
+        """A task's result, its seconds added to the account."""
+        self.timer(TASKS, timed.seconds)
+        self.timer(REVERIFY, timed.verify_seconds)
+        return timed.value
 
     def cancel(self, key: Key) -> list[RunBatch]:
         """Stop a trial (pruned): its unfinished chunks are cancelled; returns the runs it finished."""
@@ -166,4 +211,4 @@ class ChunkPool(Generic[Key]):
         ]
         if not refs:
             return frame
-        return pd.concat(ray_pool.ray.get(refs))
+        return pd.concat([self._value(timed) for timed in ray_pool.ray.get(refs)])

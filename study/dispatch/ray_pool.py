@@ -18,7 +18,6 @@ import ray
 from study.dispatch import local_ray
 from study.dispatch.local_ray import LocalNode
 from study.errors import UsageError
-from study.record import RunBatch
 from study.runs import RunSpec, run_replicas, verify_batch, verify_runs
 from study.spec_fields import Resources
 from study.telemetry import TELEMETRY_OFF
@@ -162,16 +161,27 @@ def cluster_now() -> ClusterInfo:
     )
 
 
+@dataclass(frozen=True)
+class Timed:
+    """A task's result with its own timing (seconds on the worker's CPU slot): the whole task, and of it
+    the re-verification of certified spurious minima (the hunt's account, :mod:`study.reports.account`)."""
+
+    value: Any  # RunBatch of a chunk, DataFrame of a follow-up verification
+    seconds: float
+    verify_seconds: float
+
+
 # A chunk is a pure function of (spec, seeds): when its worker or node dies, Ray runs it again
 # elsewhere and the driver, the only writer, sees one result.
 @ray.remote(max_retries=4)
-def _run_chunk(spec: RunSpec, seeds: list[int], device: str) -> RunBatch:
+def _run_chunk(spec: RunSpec, seeds: list[int], device: str) -> Timed:
     """One Ray task: a chunk of replicas, on the GPU Ray assigned to it when it asked for one. Where the
     landscape knows L* the labels are final here and certified spurious minima are re-verified in float64
     on the CPU before the chunk returns; where it does not, the end points and label-free diagnostics go
     back to the driver, which labels them and sends the candidates to :func:`submit_verification`."""
     import torch
 
+    start = time.perf_counter()
     torch.set_num_threads(1)
     assigned = bool(ray.get_gpu_ids()) and torch.cuda.is_available()
     if device == "cuda" and not assigned:
@@ -180,7 +190,11 @@ def _run_chunk(spec: RunSpec, seeds: list[int], device: str) -> RunBatch:
             f"torch.cuda.is_available() is {torch.cuda.is_available()})"
         )
     # Ray sets CUDA_VISIBLE_DEVICES to the GPUs it assigned: "cuda" is the first of them
-    return verify_batch(spec, run_replicas(spec, seeds, device="cuda" if assigned else "cpu"))
+    batch = run_replicas(spec, seeds, device="cuda" if assigned else "cpu")
+    verifying = time.perf_counter()
+    batch = verify_batch(spec, batch)
+    end = time.perf_counter()
+    return Timed(batch, end - start, end - verifying)
 
 
 def submit_chunk(spec: RunSpec, seeds: list[int], resources: Resources, *, cluster_gpus: float) -> Any:
@@ -191,12 +205,15 @@ def submit_chunk(spec: RunSpec, seeds: list[int], resources: Resources, *, clust
 
 
 @ray.remote(max_retries=4)
-def _verify_rows(spec: RunSpec, frame: pd.DataFrame, theta: np.ndarray, theta0: np.ndarray) -> pd.DataFrame:
+def _verify_rows(spec: RunSpec, frame: pd.DataFrame, theta: np.ndarray, theta0: np.ndarray) -> Timed:
     """A follow-up Ray task: re-verify runs the driver labelled (``frame`` with their ``l_star``)."""
     import torch
 
+    start = time.perf_counter()
     torch.set_num_threads(1)
-    return verify_runs(spec, frame, theta, theta0)
+    verified = verify_runs(spec, frame, theta, theta0)
+    seconds = time.perf_counter() - start
+    return Timed(verified, seconds, seconds)
 
 
 def submit_verification(

@@ -12,6 +12,7 @@ from study.record import CLASSES, PARAM_PREFIX, CriticalPoint
 from study.record import is_certified_spurious as certified_spurious
 from study.record.files import read_csv
 from study.reports import plots
+from study.reports.account import account_section
 from study.reports.extension import LandscapeReport, landscape_report
 from study.reports.hunt import HuntFolder, load_hunt
 from study.reports.summary import (
@@ -77,6 +78,7 @@ def build_report(out_dir: Path, *, fixed: dict[str, Any] | None = None) -> Repor
         written += _basin_section(hunt, extras, lines, folder)
         written += extras.late_sections(hunt, lines, folder)
     written += _hunt_summary_section(hunt, lines, folder)
+    lines += account_section(hunt.out)
     if written:
         lines += ["", "## Plots", ""]
         lines += [f"![{p.stem}]({p.name})" for p in written]

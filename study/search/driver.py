@@ -27,6 +27,7 @@ from study.dispatch.pool import ChunkPool
 from study.dispatch.ray_pool import check_address
 from study.progress import progress_bar
 from study.record import RunBatch, load_runs, write_csv, write_json
+from study.reports.account import hunt_account
 from study.reports.summary import write_summary
 from study.search.finish import TrialWriter
 from study.search.hunt_study import (
@@ -34,7 +35,7 @@ from study.search.hunt_study import (
     AskedTrial,
     ask,
     configuration_key,
-    evaluated_before,
+    evaluated_configurations,
     finished_trials,
     open_study,
     queue_grid_point,
@@ -56,7 +57,7 @@ from study.search.identity import (
 from study.search.invocations import close_invocation, open_invocation
 from study.search.objectives import counterexamples, objective_value, summary_metrics
 from study.search.samplers import grid_size, make_storage
-from study.search.tables import HuntTables
+from study.search.tables import HuntTables, Stopwatch
 from study.spec import HuntSpec, PipelineError, sampler_options
 from study.spec_memory import check_fits_in_memory
 from study.tracking.mlflow_sink import HuntTracker, default_tracking_uri
@@ -93,6 +94,7 @@ class HuntOptions:
 
 # samplers whose proposals do not depend on the results told so far
 HISTORY_FREE_SAMPLERS = frozenset({"grid", "random", "qmc"})
+WRITER_POLL = 0.05  # seconds between looks at the writer while it holds the next ask back
 MAX_REPEATS_IN_A_ROW = 100  # ``repeats: skip``: a sampler that only re-proposes has converged
 
 
@@ -184,6 +186,8 @@ def _run(
     on_trial: Callable[[dict[str, Any]], None] | None,
 ) -> pd.DataFrame:
     out = options.out
+    invoked = time.perf_counter()
+    stopwatch = Stopwatch()  # the account's stages, from every thread of this invocation
     study = open_study(spec, storage)
     stored = study.user_attrs.get(IDENTITY_ATTR)
     study_identity = json.loads(stored) if stored else None
@@ -223,12 +227,14 @@ def _run(
         chunk_size=spec.chunk_size,
         resources=spec.resources,
         max_inflight=spec.max_inflight,
+        timer=stopwatch.add,
     )
     tables = HuntTables(out, lambda: trials_table(study))
     tables.rebuild()  # once: a resumed hunt's tables from its files; later trials are appended
-    writer = TrialWriter(study, spec, tracker, out, tables, verify=pool.verify)
+    writer = TrialWriter(study, spec, tracker, out, tables, verify=pool.verify, stopwatch=stopwatch)
     invocations = open_invocation(out)
     hunt_start = time.perf_counter()
+    stopwatch.add("start_finish", hunt_start - invoked)
     status = "FINISHED"
     stop = "interrupted"
     try:
@@ -239,6 +245,7 @@ def _run(
         status = "KILLED"
         raise
     finally:
+        looped = time.perf_counter()  # the rest of this invocation is its finish
         writer.close()  # completed trials are logged and told even when interrupted
         tables.finish()  # the tables a rebuild from the trial files would make
         # counted from the trial files, whose labels are final (a trial's own summary is as it was told)
@@ -247,6 +254,8 @@ def _run(
         tracker.finish_hunt(status=status, metrics=summary_metrics(len(runs), found))
         write_json({**record, "finished": time.time(), "status": status, "stopped": stop}, out / "hunt.json")
     wall = time.perf_counter() - hunt_start
+    write_csv(writer.stopwatch.frame(), out / "driver_timing.csv")
+    stopwatch.add("start_finish", time.perf_counter() - looped)
     stats = {
         "wall_seconds": wall,
         "tracking_seconds": tracker.seconds,
@@ -255,10 +264,10 @@ def _run(
         "cluster_cpus": pool.cluster.cpus,
         "cluster_gpus": pool.cluster.gpus,
         **close_invocation(invocations, wall),  # this run's wall above; the hunt's over its invocations
+        "account": hunt_account(out, stopwatch.stages, time.perf_counter() - invoked, pool.cluster.cpus),
     }
     write_json(stats, out / "hunt_stats.json")
-    write_csv(writer.stopwatch.frame(), out / "driver_timing.csv")
-    write_summary(out)
+    write_summary(out)  # reads the invocations just written
     return trials_table(study)
 
 
@@ -290,16 +299,19 @@ def _loop(
     repeats_in_a_row = 0
     pruning = spec.pruner not in ("none", "nop", "off")
     previous_of: dict[int, list[int]] = {}  # trial number -> earlier trials of its configuration
-    asked_now: dict[str, list[int]] = {}  # configuration -> trials trained by this driver (maybe not told)
+    # configuration -> trials that trained it: finished before this driver began, or asked by it (maybe
+    # not told yet)
+    evaluated = evaluated_configurations(study)
 
     learns = spec.sampler.lower().replace("_", "").removesuffix("sampler") not in HISTORY_FREE_SAMPLERS
 
     def room() -> bool:
         """A model-based sampler counts trials finished but not yet told as in flight, so that it
         proposes from every result it could have (the writer tells them on its own thread). A
-        history-free sampler does not wait for the writer (bounding its queue broke the repeat and
-        pruning order of tests/search/test_budget_search.py; see docs/RESULTS.md, issue 18)."""
-        untold = writer.pending if learns else 0
+        history-free sampler lets the writer fall at most ``max_inflight`` trials behind: workers
+        faster than the writer would otherwise grow its queue, and every trial's wait in it, for as
+        long as the hunt lasts (``study bench soak``)."""
+        untold = writer.pending if learns else max(0, writer.pending - pool.max_inflight)
         return pool.in_flight + untold < pool.max_inflight
 
     ask_seconds = 0.0  # the longest ask so far: a trial asked later would start after the deadline
@@ -320,11 +332,12 @@ def _loop(
     try:
         while (to_ask > 0 and not out_of_time()) or pool.busy:
             while to_ask > 0 and room() and not out_of_time(ask_seconds):
-                if spec.sampler == "grid" and not queue_grid_point(study, spec):
-                    to_ask, stop = 0, "grid exhausted"
-                    break
                 asking = time.time()
-                asked = ask(study, spec, on_reject=writer.rejected)
+                with writer.stopwatch.timed("optuna"):
+                    if spec.sampler == "grid" and not queue_grid_point(study, spec):
+                        to_ask, stop = 0, "grid exhausted"
+                        break
+                    asked = ask(study, spec, on_reject=writer.rejected)
                 ask_seconds = max(ask_seconds, time.time() - asking)
                 to_ask -= 1
                 if asked is None:  # a configuration the landscape rejects: told FAIL already
@@ -334,7 +347,7 @@ def _loop(
                         bar.refresh()
                     continue
                 config = configuration_key(asked.values)
-                previous = sorted(set(evaluated_before(study, asked)) | set(asked_now.get(config, [])))
+                previous = sorted(set(evaluated.get(config, [])) - {asked.trial.number})
                 if previous and spec.repeats == "skip":
                     writer.skip(asked, previous)
                     repeats_in_a_row += 1
@@ -343,13 +356,15 @@ def _loop(
                     continue
                 repeats_in_a_row = 0
                 previous_of[asked.trial.number] = previous
-                asked_now.setdefault(config, []).append(asked.trial.number)
+                evaluated.setdefault(config, []).append(asked.trial.number)
                 seeds = trial_seeds(spec, asked.seed_base, spec.runs_per_trial, scheme=scheme)
                 pool.submit((asked, time.perf_counter()), asked.run_spec, seeds)
             if not pool.busy and writer.pending and to_ask > 0:
                 harvest(wait=True)  # nothing trains: let the sampler see the trials being told
                 continue
             wait = 5.0 if deadline is None else max(0.05, min(5.0, deadline - time.time()))
+            if to_ask > 0 and writer.pending and pool.in_flight < pool.max_inflight:
+                wait = min(wait, WRITER_POLL)  # the writer, not the workers, holds the next ask back
             waited = pool.wait(timeout=wait)
             bar.update(waited.runs)
             for key, outcome in waited.finished:

@@ -86,12 +86,14 @@ class TrialWriter:
         tables: HuntTables,
         *,
         verify: Verify | None = None,
+        stopwatch: Stopwatch | None = None,
     ) -> None:
-        """``verify``: re-verifies runs as follow-up tasks (the pool's), for labels where L* is unknown."""
+        """``verify``: re-verifies runs as follow-up tasks (the pool's), for labels where L* is unknown.
+        ``stopwatch``: the hunt's (per-trial timings and the account's stages; a new one by default)."""
         self.study, self.spec, self.tracker, self.out, self.tables = study, spec, tracker, out, tables
         self.labels = ConfigurationLabels(out, gap_tol=spec.diagnostics.gap_tol, verify=verify)
         self.labels.resume(study)
-        self.stopwatch = Stopwatch()
+        self.stopwatch = stopwatch or Stopwatch()
         self._names = objective_names(study)
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="finish-trial")
         self._futures: list[Future[TrialOutcome]] = []
@@ -142,32 +144,37 @@ class TrialWriter:
     ) -> None:
         """Add a told trial's row to trials.csv (its runs are in runs.csv already) and time the trial."""
         tables_started = time.perf_counter()
-        self.tables.add_trial(trial_row(trial.number, state, trial.params, values, attrs, self._names))
+        with self.stopwatch.timed("tables_files"):
+            self.tables.add_trial(trial_row(trial.number, state, trial.params, values, attrs, self._names))
         self.stopwatch.record(trial.number, arrived, started, tables_started)
 
     def _skip(self, asked: AskedTrial, previous: list[int], arrived: float) -> TrialOutcome:
         started = time.perf_counter()
         trial = asked.trial
-        last = max(self._trials(previous), key=lambda t: t.number)
-        trial.set_user_attr("repeat_of", last.number)
         summary = json.dumps({"runs": 0, "counts": {}, "certified_spurious": 0})
-        trial.set_user_attr("summary", summary)
-        told: list[float] | None = None
-        reason = ""
-        if last.state == optuna.trial.TrialState.COMPLETE and last.values is not None:
-            told = list(last.values)
-            self.study.tell(trial, told)
-            state = "COMPLETE"
-        elif last.state == optuna.trial.TrialState.PRUNED:  # a pruned configuration stays pruned
-            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-            state = "PRUNED"
-        else:
-            reason = f"repeat of trial {last.number}, which failed"
-            trial.set_user_attr("fail_reason", reason)
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            state = "FAIL"
+        with self.stopwatch.timed("optuna"):
+            last, state, told, reason = self._tell_repeat(trial, previous, summary)
         self._tables(trial, state, told, arrived, started, summary=summary, fail_reason=reason)
         return TrialOutcome({"number": trial.number, "state": state, "repeat_of": last.number}, 0)
+
+    def _tell_repeat(
+        self, trial: optuna.trial.Trial, previous: list[int], summary: str
+    ) -> tuple[optuna.trial.FrozenTrial, str, list[float] | None, str]:
+        """Tell a repeated configuration what its latest trial was told; returns that trial, the state,
+        the values told and the failure's reason."""
+        last = max(self._trials(previous), key=lambda t: t.number)
+        trial.set_user_attr("repeat_of", last.number)
+        trial.set_user_attr("summary", summary)
+        if last.state == optuna.trial.TrialState.COMPLETE and last.values is not None:
+            self.study.tell(trial, list(last.values))
+            return last, "COMPLETE", list(last.values), ""
+        if last.state == optuna.trial.TrialState.PRUNED:  # a pruned configuration stays pruned
+            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return last, "PRUNED", None, ""
+        reason = f"repeat of trial {last.number}, which failed"
+        trial.set_user_attr("fail_reason", reason)
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        return last, "FAIL", None, reason
 
     def collect(self, *, wait: bool) -> list[TrialOutcome]:
         """Outcomes of trials finished since the last call (all pending ones when ``wait``)."""
@@ -201,12 +208,16 @@ class TrialWriter:
         begun = time.perf_counter()
         arrived = begun if arrived is None else arrived
         trial = asked.trial
-        run_id = self.tracker.trial_run(asked.seed_base, trial.number, asked.values)
+        timed = self.stopwatch.timed
+        with timed("mlflow"):
+            run_id = self.tracker.trial_run(asked.seed_base, trial.number, asked.values)
         if isinstance(outcome, BaseException):
             reason = error_line(outcome)
-            trial.set_user_attr("fail_reason", reason)
-            self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            self.tracker.finish_trial(run_id, metrics={}, failed=reason)
+            with timed("optuna"):
+                trial.set_user_attr("fail_reason", reason)
+                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            with timed("mlflow"):
+                self.tracker.finish_trial(run_id, metrics={}, failed=reason)
             self._tables(trial, "FAIL", None, arrived, begun, fail_reason=reason)
             return TrialOutcome({"number": trial.number, "state": "FAIL", "fail_reason": reason}, 0)
         batch = RunBatch.concat(outcome)
@@ -219,58 +230,78 @@ class TrialWriter:
         )
         # where L* is unknown: labelled against the configuration's best, earlier trials of it relabelled
         # when that best drops, and every new candidate re-verified, before anything is stored
-        frame, moved = self.labels.settle(
-            asked.values,
-            asked.run_spec,
-            frame,
-            batch.theta,
-            batch.theta0,
-            seed_base=asked.seed_base,
-            trial=trial.number,
-        )
+        with timed("labels"):
+            frame, moved = self.labels.settle(
+                asked.values,
+                asked.run_spec,
+                frame,
+                batch.theta,
+                batch.theta0,
+                seed_base=asked.seed_base,
+                trial=trial.number,
+            )
         batch = dataclasses.replace(batch, frame=frame)
         for earlier in moved:
             self._rewrite(earlier, asked.values)
         if moved:  # their rows in runs.csv carry the old labels: rebuilt once at the end
             self.tables.relabelled([earlier.seed_base for earlier in moved])
-        trial_csv = save_trial(self.out, frame, batch, seed_base=asked.seed_base)
-        self.tracker.log_runs(
-            run_id,
-            batch,
-            seed_base=asked.seed_base,
-            trial_number=trial.number,
-            values=asked.values,
-            config=asked.run_spec.flat_config(),
-        )
-        pooled = self._pooled(frame, self._trials(previous or []))
+        with timed("tables_files"):
+            trial_csv = save_trial(self.out, frame, batch, seed_base=asked.seed_base)
+        self._account_work(frame)
+        with timed("mlflow"):
+            self.tracker.log_runs(
+                run_id,
+                batch,
+                seed_base=asked.seed_base,
+                trial_number=trial.number,
+                values=asked.values,
+                config=asked.run_spec.flat_config(),
+            )
+        with timed("optuna"):
+            earlier_trials = self._trials(previous or [])
+        with timed("tables_files"):  # their trial files
+            pooled = self._pooled(frame, earlier_trials)
         values = [objective_value(o, pooled, asked.values) for o in self.spec.objective]
         summary = trial_summary(frame)
-        trial.set_user_attr("summary", json.dumps(summary))
-        trial.set_user_attr("seconds", time.perf_counter() - started)
-        best = self.labels.best.get(configuration_key(asked.values), math.nan)
-        if math.isfinite(best):
-            trial.set_user_attr(BEST_ATTR, best)
-        if previous:
-            trial.set_user_attr("repeat_of", max(previous))
-            trial.set_user_attr("pooled_runs", len(pooled))
         state = "PRUNED" if pruned else "COMPLETE"
-        if pruned:
-            self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-        else:
-            self.study.tell(trial, values)
+        with timed("optuna"):
+            trial.set_user_attr("summary", json.dumps(summary))
+            trial.set_user_attr("seconds", time.perf_counter() - started)
+            best = self.labels.best.get(configuration_key(asked.values), math.nan)
+            if math.isfinite(best):
+                trial.set_user_attr(BEST_ATTR, best)
+            if previous:
+                trial.set_user_attr("repeat_of", max(previous))
+                trial.set_user_attr("pooled_runs", len(pooled))
+            if pruned:
+                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                self.study.tell(trial, values)
         metrics = {f"objective_{o}": v for o, v in zip(self.spec.objective, values, strict=True)}
         metrics.update({f"count_{k}": float(v) for k, v in summary["counts"].items()})
         metrics["certified_spurious"] = float(summary["certified_spurious"])
         metrics.update(summary_metrics(summary["runs"], summary["counterexamples"]))
-        self.tracker.finish_trial(run_id, metrics=metrics, pruned=pruned)
+        with timed("mlflow"):
+            self.tracker.finish_trial(run_id, metrics=metrics, pruned=pruned)
         tables_started = time.perf_counter()
-        self.tables.add_runs(trial_csv)
         told = None if pruned else values
         attrs = {"summary": json.dumps(summary)}
-        self.tables.add_trial(trial_row(trial.number, state, trial.params, told, attrs, self._names))
+        with timed("tables_files"):
+            self.tables.add_runs(trial_csv)
+            self.tables.add_trial(trial_row(trial.number, state, trial.params, told, attrs, self._names))
         self.stopwatch.record(trial.number, arrived, begun, tables_started)
         row = {"number": trial.number, "state": state, **asked.values, **summary}
         return TrialOutcome(row, int(summary["counterexamples"]))
+
+    def _account_work(self, frame: pd.DataFrame) -> None:
+        """The workers' training and diagnosis of a saved trial, as its file has them (per-run averages of
+        each chunk, so their sum over the rows is the chunks' seconds)."""
+        if not {"train_seconds_per_run", "seconds_per_run"} <= set(frame.columns):
+            return
+        train = frame["train_seconds_per_run"].to_numpy(dtype=float)
+        whole = frame["seconds_per_run"].to_numpy(dtype=float)
+        self.stopwatch.add("train", float(np.nansum(train)))
+        self.stopwatch.add("classify_certify", float(np.nansum(whole - train)))
 
     def _pooled(self, frame: pd.DataFrame, previous: list[optuna.trial.FrozenTrial]) -> pd.DataFrame:
         """This trial's runs and those of earlier trials of the same configuration (``accumulate``)."""
@@ -285,11 +316,12 @@ class TrialWriter:
     def _rewrite(self, earlier: Relabelled, values: dict[str, Any]) -> None:
         """Store an earlier trial's new labels: its CSV (its arrays do not change) and, in MLflow, its runs
         whose class or verdict changed."""
-        write_csv(earlier.frame, self.out / "trials" / f"{trial_stem(earlier.seed_base)}.csv")
-        if not earlier.changed:
-            return
-        rows = earlier.changed
-        arrays = load_arrays(self.out, trial_stem(earlier.seed_base))
+        with self.stopwatch.timed("tables_files"):
+            write_csv(earlier.frame, self.out / "trials" / f"{trial_stem(earlier.seed_base)}.csv")
+            if not earlier.changed:
+                return
+            rows = earlier.changed
+            arrays = load_arrays(self.out, trial_stem(earlier.seed_base))
         batch = RunBatch(
             frame=earlier.frame.iloc[rows].reset_index(drop=True),
             theta=arrays["theta"][rows],
@@ -299,6 +331,7 @@ class TrialWriter:
             curve=arrays["curve"][rows],
             train_span=np.full((len(rows), 2), np.nan),  # not read: update_runs keeps the logged times
         )
-        self.tracker.update_runs(
-            batch, seed_base=earlier.seed_base, trial_number=earlier.trial, values=values
-        )
+        with self.stopwatch.timed("mlflow"):
+            self.tracker.update_runs(
+                batch, seed_base=earlier.seed_base, trial_number=earlier.trial, values=values
+            )

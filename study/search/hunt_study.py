@@ -81,19 +81,17 @@ def configuration_key(values: dict[str, Any]) -> str:
     return json.dumps(values, sort_keys=True, default=str)
 
 
-def evaluated_before(study: optuna.Study, asked: AskedTrial) -> list[int]:
-    """Numbers of finished trials (complete or pruned) that trained the same configuration as ``asked``."""
-    key = configuration_key(asked.values)
+def evaluated_configurations(study: optuna.Study) -> dict[str, list[int]]:
+    """Configuration key -> numbers of the finished trials (complete or pruned) that trained it, read
+    once (a driver adds the trials it asks itself: reading the study at every ask grows with the hunt)."""
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     replaced = replaced_trials(study)
-    return [
-        t.number
-        for t in study.get_trials(deepcopy=False, states=done)
-        if t.number not in replaced
-        and t.number != asked.trial.number
-        and "values" in t.user_attrs
-        and configuration_key(json.loads(t.user_attrs["values"])) == key
-    ]
+    evaluated: dict[str, list[int]] = {}
+    for t in study.get_trials(deepcopy=False, states=done):
+        if t.number not in replaced and "values" in t.user_attrs:
+            key = configuration_key(json.loads(t.user_attrs["values"]))
+            evaluated.setdefault(key, []).append(t.number)
+    return evaluated
 
 
 def replaced_trials(study: optuna.Study) -> set[int]:

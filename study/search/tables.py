@@ -20,8 +20,10 @@ column the table lacks (a first failure, a first class) and at the end (rows in 
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -159,10 +161,27 @@ class TrialTiming:
 
 
 class Stopwatch:
-    """Per-trial timings kept by the writer (a few numbers per trial)."""
+    """Per-trial timings kept by the writer (a few numbers per trial), and seconds summed per stage of
+    the hunt's account (:mod:`study.reports.account`), added from the driver's and the writer's threads."""
 
     def __init__(self) -> None:
         self.timings: list[TrialTiming] = []
+        self.stages: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, stage: str, seconds: float) -> None:
+        """Add ``seconds`` to ``stage``."""
+        with self._lock:
+            self.stages[stage] = self.stages.get(stage, 0.0) + float(seconds)
+
+    @contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Time the enclosed block into ``stage``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(stage, time.perf_counter() - start)
 
     def record(self, trial: int, arrived: float, started: float, tables_started: float) -> None:
         now = time.perf_counter()
