@@ -2,11 +2,15 @@
 for the same runs, ``MlflowClient.search_runs`` returns identical params, metrics (inf and NaN included),
 tags, statuses, start and end times (the run's training span) and loss-curve histories.
 
-* :class:`ApiWriter`: MLflow's public client, run by run (``create_run``, ``log_batch``, ``set_terminated``);
-  works with every store, tracking servers included.
-* :class:`SqlWriter`: a database store (SQLite, PostgreSQL) written in one transaction by SQLAlchemy Core
-  inserts into MLflow's own store models, with MLflow's own metric sanitizing (inf -> +-1.8e308, NaN ->
-  is_nan); measured faster by ``study bench tracking`` (docs/RESULTS.md).
+* :class:`ApiWriter`: MLflow's public client, three calls per run (``create_run`` with its tags, one
+  ``log_batch`` with its params and metrics as far as MLflow's limits allow, ``set_terminated``); works with
+  every store, tracking servers included.
+* :class:`SqlWriter`: a database store (SQLite, PostgreSQL) written in one transaction: one ``executemany``
+  per table of MLflow's own store models (their insert statements compiled by SQLAlchemy for the store's
+  dialect), with MLflow's own metric sanitizing (inf -> +-1.8e308, NaN -> is_nan); measured faster by
+  ``study bench tracking`` (docs/RESULTS.md).
+
+Both return, per run written and in order, its run id and artifact URI (where its artifacts go).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 MAX_PARAM = 6000
+# MLflow's limits on one log_batch call (mlflow.utils.validation): entities in all, and params per call
+MAX_BATCH, MAX_BATCH_PARAMS = 1000, 100
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
@@ -36,17 +42,26 @@ class RunToLog:
     end_time: int
 
 
+@dataclass(frozen=True)
+class LoggedRun:
+    """Where a written run is: its MLflow run id and artifact URI."""
+
+    run_id: str
+    artifact_uri: str
+
+
 class RunWriter(Protocol):
-    def write(self, runs: list[RunToLog], *, now: int) -> None: ...
+    def write(self, runs: list[RunToLog], *, now: int) -> list[LoggedRun]: ...
 
 
 class ApiWriter:
-    """MLflow's public client, run by run."""
+    """MLflow's public client, run by run, each in as few calls as MLflow's batch limits allow."""
 
     def __init__(self, client: MlflowClient, experiment_id: str) -> None:
         self.client, self.experiment_id = client, experiment_id
 
-    def write(self, runs: list[RunToLog], *, now: int) -> None:
+    def write(self, runs: list[RunToLog], *, now: int) -> list[LoggedRun]:
+        logged = []
         for r in runs:
             run = self.client.create_run(
                 self.experiment_id,
@@ -54,14 +69,18 @@ class ApiWriter:
                 run_name=r.tags["mlflow.runName"],
                 tags={k: v for k, v in r.tags.items() if k != "mlflow.runName"},
             )
+            run_id = run.info.run_id
             metrics = [Metric(k, v, now, 0) for k, v in r.metrics.items() if v is not None]
             metrics += [Metric("loss_curve", v, now, s) for s, v in r.curve]
             params = [Param(k, str(v)[:MAX_PARAM]) for k, v in r.params.items()]
-            for start in range(0, len(params), 100):  # log_batch takes at most 100 params ...
-                self.client.log_batch(run.info.run_id, params=params[start : start + 100])
-            for start in range(0, len(metrics), 1000):  # ... and 1000 metrics per call
-                self.client.log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
-            self.client.set_terminated(run.info.run_id, end_time=r.end_time)
+            while params or metrics:  # one call for a run's params and metrics when they fit
+                some_params, params = params[:MAX_BATCH_PARAMS], params[MAX_BATCH_PARAMS:]
+                room = MAX_BATCH - len(some_params)
+                some_metrics, metrics = metrics[:room], metrics[room:]
+                self.client.log_batch(run_id, params=some_params, metrics=some_metrics)
+            self.client.set_terminated(run_id, end_time=r.end_time)
+            logged.append(LoggedRun(run_id, run.info.artifact_uri))
+        return logged
 
 
 class SqlWriter:
@@ -75,13 +94,15 @@ class SqlWriter:
         self.location = location
         self.store = SqlAlchemyStore(tracking_uri, location)
 
-    def write(self, runs: list[RunToLog], *, now: int) -> None:
+    def write(self, runs: list[RunToLog], *, now: int) -> list[LoggedRun]:
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
 
         rows: dict[Any, list[dict[str, Any]]] = {m: [] for m in (SqlRun, SqlTag, SqlParam, SqlMetric)}
         latest: list[dict[str, Any]] = []
+        logged = []
         for r in runs:
             run_id = uuid.uuid4().hex
+            logged.append(LoggedRun(run_id, f"{self.location}/{run_id}/artifacts"))
             rows[SqlRun].append(
                 {
                     "run_uuid": run_id,
@@ -96,7 +117,7 @@ class SqlWriter:
                     "deleted_time": None,
                     "source_version": "",
                     "lifecycle_stage": "active",
-                    "artifact_uri": f"{self.location}/{run_id}/artifacts",
+                    "artifact_uri": logged[-1].artifact_uri,
                     "experiment_id": int(self.experiment_id),
                 }
             )
@@ -122,9 +143,26 @@ class SqlWriter:
                     last[key] = row
             latest.extend(last.values())
         with self.store.ManagedSessionMaker() as session:
+            connection = session.connection()
             for model, table_rows in (*rows.items(), (SqlLatestMetric, latest)):
                 if table_rows:
-                    session.execute(model.__table__.insert(), table_rows)
+                    _insert_many(connection, model.__table__, table_rows)
+        return logged
+
+
+def _insert_many(connection: Any, table: Any, rows: list[dict[str, Any]]) -> None:
+    """``INSERT`` of ``rows`` (dicts with the same keys) as one DB-API ``executemany``: the statement
+    compiled by SQLAlchemy for the connection's dialect, the values passed as they are (SQLAlchemy's
+    per-row parameter processing took a third of the writer's time; the values here are plain str, int,
+    float and bool, which every driver takes)."""
+    columns = list(rows[0])
+    compiled = table.insert().compile(dialect=connection.dialect, column_keys=columns)
+    order = compiled.positiontup  # None for named parameter styles
+    if order is None:
+        params: list[Any] = rows
+    else:
+        params = [tuple(row[name] for name in order) for row in rows]
+    connection.exec_driver_sql(str(compiled), params)
 
 
 def make_writer(client: MlflowClient, experiment_id: str, tracking_uri: str, kind: str = "auto") -> RunWriter:
