@@ -97,71 +97,72 @@ class SqlWriter:
     def write(self, runs: list[RunToLog], *, now: int) -> list[LoggedRun]:
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
 
-        rows: dict[Any, list[dict[str, Any]]] = {m: [] for m in (SqlRun, SqlTag, SqlParam, SqlMetric)}
-        latest: list[dict[str, Any]] = []
+        finished, experiment_id = RunStatus.to_string(RunStatus.FINISHED), int(self.experiment_id)
+        run_rows: list[tuple[Any, ...]] = []
+        tag_rows: list[tuple[str, str, str]] = []
+        param_rows: list[tuple[str, str, str]] = []
+        metric_rows: list[tuple[Any, ...]] = []
+        latest_rows: list[tuple[Any, ...]] = []
         logged = []
+        sanitize = self.store.sanitize_metric_value  # as log_batch does: inf -> +-1.8e308, NaN -> is_nan
         for r in runs:
             run_id = uuid.uuid4().hex
             logged.append(LoggedRun(run_id, f"{self.location}/{run_id}/artifacts"))
-            rows[SqlRun].append(
-                {
-                    "run_uuid": run_id,
-                    "name": r.tags["mlflow.runName"],
-                    "source_type": "UNKNOWN",
-                    "source_name": "",
-                    "entry_point_name": "",
-                    "user_id": "minima-hunt",
-                    "status": RunStatus.to_string(RunStatus.FINISHED),
-                    "start_time": r.start_time,
-                    "end_time": r.end_time,
-                    "deleted_time": None,
-                    "source_version": "",
-                    "lifecycle_stage": "active",
-                    "artifact_uri": logged[-1].artifact_uri,
-                    "experiment_id": int(self.experiment_id),
-                }
+            run_rows.append(
+                (run_id, r.tags["mlflow.runName"], "UNKNOWN", "", "", "minima-hunt", finished)
+                + (r.start_time, r.end_time, None, "", "active", logged[-1].artifact_uri, experiment_id)
             )
-            rows[SqlTag].extend({"key": k, "value": v, "run_uuid": run_id} for k, v in r.tags.items())
-            rows[SqlParam].extend(
-                {"key": k, "value": str(v)[:MAX_PARAM], "run_uuid": run_id} for k, v in r.params.items()
-            )
+            tag_rows.extend((k, v, run_id) for k, v in r.tags.items())
+            param_rows.extend((k, str(v)[:MAX_PARAM], run_id) for k, v in r.params.items())
             points = [(k, 0, v) for k, v in r.metrics.items() if v is not None]
             points += [("loss_curve", step, v) for step, v in r.curve]
-            last: dict[str, dict[str, Any]] = {}
+            last: dict[str, tuple[Any, ...]] = {}
             for key, step, value in points:
-                is_nan, stored = self.store.sanitize_metric_value(float(value))  # as log_batch does
-                row = {
-                    "key": key,
-                    "value": stored,
-                    "timestamp": now,
-                    "step": step,
-                    "is_nan": is_nan,
-                    "run_uuid": run_id,
-                }
-                rows[SqlMetric].append(row)
-                if key not in last or step >= last[key]["step"]:
+                is_nan, stored = sanitize(float(value))
+                row = (key, stored, now, step, is_nan, run_id)
+                metric_rows.append(row)
+                if key not in last or step >= last[key][3]:
                     last[key] = row
-            latest.extend(last.values())
+            latest_rows.extend(last.values())
         with self.store.ManagedSessionMaker() as session:
             connection = session.connection()
-            for model, table_rows in (*rows.items(), (SqlLatestMetric, latest)):
-                if table_rows:
-                    _insert_many(connection, model.__table__, table_rows)
+            for model, columns, rows in (
+                (SqlRun, RUN_COLUMNS, run_rows),
+                (SqlTag, KEY_VALUE_COLUMNS, tag_rows),
+                (SqlParam, KEY_VALUE_COLUMNS, param_rows),
+                (SqlMetric, METRIC_COLUMNS, metric_rows),
+                (SqlLatestMetric, METRIC_COLUMNS, latest_rows),
+            ):
+                if rows:
+                    _insert_many(connection, model.__table__, columns, rows)
         return logged
 
 
-def _insert_many(connection: Any, table: Any, rows: list[dict[str, Any]]) -> None:
-    """``INSERT`` of ``rows`` (dicts with the same keys) as one DB-API ``executemany``: the statement
-    compiled by SQLAlchemy for the connection's dialect, the values passed as they are (SQLAlchemy's
-    per-row parameter processing took a third of the writer's time; the values here are plain str, int,
-    float and bool, which every driver takes)."""
-    columns = list(rows[0])
-    compiled = table.insert().compile(dialect=connection.dialect, column_keys=columns)
-    order = compiled.positiontup  # None for named parameter styles
+# the columns of MLflow's tables, in the order SqlWriter builds their rows
+RUN_COLUMNS = (
+    *("run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status"),
+    *("start_time", "end_time", "deleted_time", "source_version", "lifecycle_stage", "artifact_uri"),
+    "experiment_id",
+)
+KEY_VALUE_COLUMNS = ("key", "value", "run_uuid")
+METRIC_COLUMNS = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
+
+
+def _insert_many(connection: Any, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """``INSERT`` of ``rows`` (values in the order of ``columns``) as one DB-API ``executemany``: the
+    statement compiled by SQLAlchemy for the connection's dialect, the values passed as they are
+    (SQLAlchemy's per-row parameter processing took a third of the writer's time; the values here are
+    plain str, int, float, bool and None, which every driver takes)."""
+    compiled = table.insert().compile(dialect=connection.dialect, column_keys=list(columns))
+    order = compiled.positiontup  # None for named parameter styles (psycopg2: %(key)s)
+    params: list[Any]
     if order is None:
-        params: list[Any] = rows
+        params = [dict(zip(columns, row, strict=True)) for row in rows]
+    elif tuple(order) == columns:
+        params = rows
     else:
-        params = [tuple(row[name] for name in order) for row in rows]
+        where = [columns.index(name) for name in order]
+        params = [tuple(row[i] for i in where) for row in rows]
     connection.exec_driver_sql(str(compiled), params)
 
 
