@@ -60,23 +60,24 @@ def family_of(data: dict[str, Any], eigenvalues: np.ndarray) -> str:
 
 def write_counterexamples(
     client: MlflowClient,
-    trial_run_id: str,
+    trial_run_id: str | None,
     chosen: list[Counterexample],
     batch: RunBatch,
     *,
     values: dict[str, Any],
     trial_number: int,
 ) -> None:
-    """Write the artifacts of ``chosen`` (see the module's docstring) and the trial's family summary."""
+    """Write the artifacts of ``chosen`` (see the module's docstring) and the trial's ``families/`` in
+    the run ``trial_run_id`` (None when ``chosen`` is not the whole trial: runs relabelled later)."""
     if not chosen:
         return
     families: dict[str, list[Counterexample]] = {}
     for c in chosen:
         families.setdefault(family_of(c.data, batch.eigenvalues[c.row]), []).append(c)
     with tempfile.TemporaryDirectory() as tmp:
-        summary = Path(tmp) / "families"
-        summary.mkdir()
-        plot = _family_plot(families, batch, summary / FAMILY_PLOT, trial_number)
+        folder = Path(tmp) / "families"
+        folder.mkdir()
+        plot = _family_plot(families, batch, folder / FAMILY_PLOT, trial_number)
         for c in chosen:
             with _run_folder(c.artifact_uri, Path(tmp) / str(c.row), client.tracking_uri) as folder:
                 np.save(folder / "weights.npy", batch.theta[c.row])
@@ -87,8 +88,9 @@ def write_counterexamples(
                 (folder / "certificate.json").write_text(certificate)
                 if plot is not None:
                     _link(plot, folder / FAMILY_PLOT)
-        (summary / "families.json").write_text(json.dumps(_family_table(families), indent=1))
-        client.log_artifacts(trial_run_id, str(summary), artifact_path="families")
+        if trial_run_id is not None:
+            (folder / "families.json").write_text(json.dumps(_family_table(families), indent=1))
+            client.log_artifacts(trial_run_id, str(folder), artifact_path="families")
 
 
 @contextlib.contextmanager

@@ -230,7 +230,6 @@ class HuntTracker:
         seed_base: int,
         trial_number: int,
         values: dict[str, Any],
-        trial_run_id: str | None = None,
     ) -> int:
         """Rewrite runs logged before whose label or verdict the driver changed (a lower best of their
         configuration, :mod:`study.search.labels`): their class, verdict, name and description tags and
@@ -257,9 +256,8 @@ class HuntTracker:
                     (key, RunToLog(tags, {}, metrics, [], start_time=now, end_time=now), row_index, data)
                 )
             uris = {key: run.artifact_uri for key, run in found.items()}
-            if trial_run_id is None:
-                trial_run_id = self.trial_run(seed_base, trial_number, values)
-            self._log_counterexample_artifacts(trial_run_id, records, uris, batch, values, trial_number)
+            # relabelled runs, not the whole trial: their files, not the trial's family summary
+            self._log_counterexample_artifacts(None, records, uris, batch, values, trial_number)
             return len(records)
 
     @contextlib.contextmanager
@@ -285,7 +283,7 @@ class HuntTracker:
 
     def _log_counterexample_artifacts(
         self,
-        trial_run_id: str,
+        trial_run_id: str | None,
         records: list[Any],
         uris: dict[str, str],
         batch: RunBatch,
@@ -293,7 +291,7 @@ class HuntTracker:
         trial_number: int,
     ) -> None:
         """Artifacts of each certified spurious minimum (:mod:`study.tracking.artifacts`); ``uris``: the
-        artifact URI of each run by key."""
+        artifact URI of each run by key; ``trial_run_id`` None when ``records`` are not the whole trial."""
         chosen = [
             Counterexample(key, i, data, uris[key])
             for key, logged, i, data in records
@@ -302,7 +300,12 @@ class HuntTracker:
             and key in uris
         ]
         write_counterexamples(
-            self.client, trial_run_id, chosen, batch, values=values, trial_number=trial_number
+            self.client,
+            trial_run_id,
+            chosen,
+            batch,
+            values=values,
+            trial_number=trial_number,
         )
 
 
