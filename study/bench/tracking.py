@@ -39,6 +39,8 @@ WARM_RUNS = 10
 def main(*, runs: int = 1000) -> int:
     import study.reports.plots  # noqa: F401 - matplotlib's import, paid once per hunt, not per trial
 
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # a line per run over HTTP
+
     spec = parse_pipeline(yaml.safe_load(PIPELINE.read_text()), source=str(PIPELINE))
     values = spec.resolve({"k": K})
     run_spec = spec.run_spec(values)
