@@ -75,9 +75,9 @@ def write_counterexamples(
     for c in chosen:
         families.setdefault(family_of(c.data, batch.eigenvalues[c.row]), []).append(c)
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "families"
-        folder.mkdir()
-        plot = _family_plot(families, batch, folder / FAMILY_PLOT, trial_number)
+        summary = Path(tmp) / "families"
+        summary.mkdir()
+        plot = _family_plot(families, batch, summary / FAMILY_PLOT, trial_number)
         for c in chosen:
             with _run_folder(c.artifact_uri, Path(tmp) / str(c.row), client.tracking_uri) as folder:
                 np.save(folder / "weights.npy", batch.theta[c.row])
@@ -89,8 +89,8 @@ def write_counterexamples(
                 if plot is not None:
                     _link(plot, folder / FAMILY_PLOT)
         if trial_run_id is not None:
-            (folder / "families.json").write_text(json.dumps(_family_table(families), indent=1))
-            client.log_artifacts(trial_run_id, str(folder), artifact_path="families")
+            (summary / "families.json").write_text(json.dumps(_family_table(families), indent=1))
+            client.log_artifacts(trial_run_id, str(summary), artifact_path="families")
 
 
 @contextlib.contextmanager
