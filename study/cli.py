@@ -180,7 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "tracking":
         from study.bench import tracking as bench_tracking
 
-        return bench_tracking.main(runs=args.runs or 64, trials=args.trials or 8)
+        return bench_tracking.main(runs=args.runs or 1000)
     if args.what == "soak":
         from study.bench import soak as bench_soak
 
@@ -248,12 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs",
         type=int,
         default=None,
-        help="trainer: 1000 batched runs; agreement: 500 seeds; grid: 20 per cell; tracking: 64 per trial; "
+        help="trainer: 1000 batched runs; agreement: 500 seeds; grid: 20 per cell; tracking: 1000; "
         "soak: 2 per trial",
     )
-    p.add_argument(
-        "--trials", type=int, default=None, help="tracking: trials per hunt (default 8); soak: 3000"
-    )
+    p.add_argument("--trials", type=int, default=None, help="soak: trials (default 3000)")
     p.add_argument("--anchor-runs", type=int, default=40, help="trainer: runs of the per-run numpy anchor")
     p.add_argument("--blocks", type=int, default=4, help="trainer: alternating anchor/engine blocks per k")
     p.add_argument(

@@ -37,6 +37,40 @@ def spectrum_plot(
     return _finish(fig, path, dpi=90)
 
 
+def family_spectra_plot(
+    spectra: dict[str, np.ndarray],
+    path: Path,
+    *,
+    title: str,
+    reference: np.ndarray | None = None,
+    reference_label: str = "a global minimum",
+) -> Path:
+    """Sorted Hessian spectra of several families of critical points, one labelled line each (symlog
+    axis), beside a reference spectrum: one figure for all families of a trial (drawn once, not per run)."""
+    fig = Figure(figsize=(7.2, 4.0))  # fixed margins: a constrained layout doubled the drawing time
+    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.12, top=0.92)
+    ax = fig.subplots()
+    if reference is not None and len(reference):
+        ax.plot(np.sort(reference), color="0.5", lw=2.0, ls=":", label=reference_label)
+    colors = _family_colors(len(spectra))
+    for (label, eigenvalues), color in zip(spectra.items(), colors, strict=True):
+        ax.plot(np.sort(np.asarray(eigenvalues, dtype=float)), lw=1.1, color=color, label=label)
+    ax.axhline(0, color="k", lw=0.6)
+    _symlog(ax, reference, *spectra.values())
+    ax.set_xlabel("eigenvalue index (sorted)")
+    ax.set_ylabel("Hessian eigenvalue (symlog)")
+    ax.legend(fontsize=6, loc="upper left", ncol=2 if len(spectra) > 8 else 1)
+    ax.set_title(title, fontsize=8)
+    return _finish(fig, path, dpi=90)
+
+
+def _family_colors(count: int) -> list[Any]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis" if count > 10 else "tab10"]
+    return [cmap(i / max(1, count - 1)) if count > 10 else cmap(i) for i in range(count)]
+
+
 def _symlog(ax: Any, *spectra: np.ndarray | None) -> None:
     """A symlog y axis for eigenvalues; starting at 0 when no eigenvalue is negative."""
     linthresh = _linthresh(*spectra)

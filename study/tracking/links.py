@@ -9,6 +9,11 @@ What MLflow 3.17's UI reads (its JavaScript bundle, ``mlflow/server/js/build``):
 * ``#/experiments/<id>/runs`` is the runs table; ``searchFilter``, ``orderByKey`` and ``orderByAsc`` set
   its filter and order. With a filter and the default order (start time) the table nests matching child
   runs, folded, under their parents; ordered by another key it lists them flat, so links order by loss.
+* The counterexamples view is ordered by run name (``attributes.run_name``, a column of MLflow's runs
+  table: configuration, then loss as the name prints it), not by ``metrics.`loss```: ordering by a metric
+  makes MLflow's SQL left-join a subquery of ``latest_metrics``, which SQLite materializes and scans once
+  per matching run (quadratic: over 10^5 runs the table did not render in minutes; by run name the same
+  search takes about 1 s, docs/RESULTS.md). A reviewer can still sort by loss in the table.
 * The visible columns are not URL parameters; they are part of a saved view: an experiment tag
   ``mlflow.sharedViewState.<key>`` holding ``{"name", "createdAt", "updatedAt", "state"}`` whose
   ``state`` is the JSON of the filter, the order and ``selectedColumns`` (``params.`k```,
@@ -33,6 +38,7 @@ MODEL_TRAINING = "custom_model_development"  # the experiment kind of model trai
 WORKFLOW = {"workflowType": "machine_learning"}  # the UI's model-training view
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 COUNTEREXAMPLES_VIEW = "minima-hunt-counterexamples"  # the saved view's key
+VIEW_ORDER = "attributes.run_name"  # the saved view's order (a runs column: no join, see above)
 # What a reviewer compares, after the trial's own parameters (``trial.<name>``: k, n, widths, ...)
 VIEW_METRICS = ("loss", "loss_gap", "lambda_min")
 VIEW_TAGS = (VERDICT_TAG,)
@@ -141,5 +147,6 @@ def counterexamples_link(tracking_uri: str, experiment: str, *, port: int = 5000
         name="counterexamples",
         filter_string=filter_string,
         columns=view_columns(list(one[0].data.params) if one else []),
+        order_by=VIEW_ORDER,
     )
     return view_link(ui_base(tracking_uri, port=port), found.experiment_id, COUNTEREXAMPLES_VIEW)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,9 +26,10 @@ from study.record import CriticalPoint, RunBatch, is_counterexample, loss_histor
 from study.record.schema import HYPOTHESIS_PREFIX, META_COLUMNS, PARAM_PREFIX, TRIAL_COLUMNS
 from study.reports.hunt import hunt_name
 from study.tracking import naming
+from study.tracking.artifacts import Counterexample, write_counterexamples
 from study.tracking.links import EXPERIMENT_KIND_TAG, MODEL_TRAINING
 from study.tracking.sqlite_store import create_store
-from study.tracking.writers import RunToLog, make_writer
+from study.tracking.writers import LoggedRun, RunToLog, make_writer
 
 if TYPE_CHECKING:
     from study.reports.report import Report
@@ -180,7 +180,8 @@ class HuntTracker:
         config: dict[str, Any],
     ) -> int:
         """Log one MLflow run per training run of a trial (skipping keys already logged); returns how
-        many were written. Certified spurious minima also get weights and a spectrum plot."""
+        many were written. Certified spurious minima also get weights, initialization, spectrum, certificate
+        and their trial's family plot (:mod:`study.tracking.artifacts`)."""
         with self._timed():
             already = self.logged_keys(seed_base)
             frame = batch.frame
@@ -218,20 +219,27 @@ class HuntTracker:
                 records.append((key, logged, row_index, data))
             if not records:
                 return 0
-            self.writer.write([logged for _k, logged, _i, _d in records], now=now)
-            self._log_counterexample_artifacts(records, batch, seed_base, values, trial_number)
+            written = self.writer.write([logged for _k, logged, _i, _d in records], now=now)
+            uris = {key: run.artifact_uri for (key, *_), run in zip(records, written, strict=True)}
+            self._log_counterexample_artifacts(trial_run_id, records, uris, batch, values, trial_number)
             self.runs_logged += len(records)
             return len(records)
 
     def update_runs(
-        self, batch: RunBatch, *, seed_base: int, trial_number: int, values: dict[str, Any]
+        self,
+        batch: RunBatch,
+        *,
+        seed_base: int,
+        trial_number: int,
+        values: dict[str, Any],
     ) -> int:
         """Rewrite runs logged before whose label or verdict the driver changed (a lower best of their
         configuration, :mod:`study.search.labels`): their class, verdict, name and description tags and
         their step-0 metrics (a later timestamp makes them the latest). Returns how many were updated."""
         with self._timed():
             keys = [f"{self.hunt}/{seed_base}/{int(seed)}" for seed in batch.frame["seed"]]
-            ids = self.run_ids_by_key(seed_base, keys)
+            found = self.runs_by_key(seed_base, keys)
+            ids = {key: run.run_id for key, run in found.items()}
             now = int(time.time() * 1000)
             records: list[Any] = []
             counterexample = is_counterexample(batch.frame).to_numpy()
@@ -249,7 +257,9 @@ class HuntTracker:
                 records.append(
                     (key, RunToLog(tags, {}, metrics, [], start_time=now, end_time=now), row_index, data)
                 )
-            self._log_counterexample_artifacts(records, batch, seed_base, values, trial_number)
+            uris = {key: run.artifact_uri for key, run in found.items()}
+            # relabelled runs, not the whole trial: their files, not the trial's family summary
+            self._log_counterexample_artifacts(None, records, uris, batch, values, trial_number)
             return len(records)
 
     @contextlib.contextmanager
@@ -260,56 +270,45 @@ class HuntTracker:
         finally:
             self.seconds += time.perf_counter() - start
 
-    def run_ids_by_key(self, seed_base: int, keys: list[str]) -> dict[str, str]:
-        """MLflow run ids of a trial's training runs by their stable keys."""
+    def runs_by_key(self, seed_base: int, keys: list[str]) -> dict[str, LoggedRun]:
+        """MLflow run ids and artifact URIs of a trial's training runs by their stable keys."""
         found = self._find(
             f"tags.`{TAG_HUNT}` = '{self.hunt}' and tags.`{TAG_KIND}` = 'run' "
             f"and tags.`{TAG_SEED_BASE}` = '{seed_base}'"
         )
         wanted = set(keys)
         return {
-            r.data.tags[TAG_RUN_KEY]: r.info.run_id for r in found if r.data.tags.get(TAG_RUN_KEY) in wanted
+            r.data.tags[TAG_RUN_KEY]: LoggedRun(r.info.run_id, r.info.artifact_uri)
+            for r in found
+            if r.data.tags.get(TAG_RUN_KEY) in wanted
         }
 
     def _log_counterexample_artifacts(
-        self, records: list[Any], batch: RunBatch, seed_base: int, values: dict[str, Any], trial_number: int
+        self,
+        trial_run_id: str | None,
+        records: list[Any],
+        uris: dict[str, str],
+        batch: RunBatch,
+        values: dict[str, Any],
+        trial_number: int,
     ) -> None:
-        """Beside each certified spurious minimum: its weights, initialization, Hessian spectrum (array
-        and plot, against a global minimum of the same trial when there is one) and certificate.json."""
+        """Artifacts of each certified spurious minimum (:mod:`study.tracking.artifacts`); ``uris``: the
+        artifact URI of each run by key; ``trial_run_id`` None when ``records`` are not the whole trial."""
         chosen = [
-            (key, i, data)
+            Counterexample(key, i, data, uris[key])
             for key, logged, i, data in records
             if logged.tags["critical_point"] == CriticalPoint.SPURIOUS_MINIMUM
             and logged.tags["certified"] == "true"
+            and key in uris
         ]
-        if not chosen:
-            return
-        ids = self.run_ids_by_key(seed_base, [key for key, _, _ in chosen])
-        from study.reports.plots import spectrum_plot
-
-        classes = batch.frame["critical_point"].to_numpy()
-        global_rows = np.flatnonzero(classes == CriticalPoint.GLOBAL_MINIMUM)
-        reference = batch.eigenvalues[global_rows[0]] if len(global_rows) else None
-        with tempfile.TemporaryDirectory() as tmp:
-            for key, i, data in chosen:
-                if key not in ids:
-                    continue
-                folder = Path(tmp) / str(i)
-                folder.mkdir()
-                np.save(folder / "weights.npy", batch.theta[i])
-                np.save(folder / "init.npy", batch.theta0[i])
-                certificate = naming.certificate_json(data, values, key=key, trial=trial_number)
-                (folder / "certificate.json").write_text(certificate)
-                if batch.eigenvalues.shape[1]:
-                    np.save(folder / "hessian_eigenvalues.npy", batch.eigenvalues[i])
-                    spectrum_plot(
-                        batch.eigenvalues[i],
-                        folder / "hessian_spectrum.png",
-                        title=f"Hessian spectrum: {naming.run_name(data, values)}",
-                        reference=reference,
-                        reference_label="a global minimum of the same trial",
-                    )
-                self.client.log_artifacts(ids[key], str(folder), artifact_path="counterexample")
+        write_counterexamples(
+            self.client,
+            trial_run_id,
+            chosen,
+            batch,
+            values=values,
+            trial_number=trial_number,
+        )
 
 
 def _described(

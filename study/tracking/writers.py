@@ -2,11 +2,15 @@
 for the same runs, ``MlflowClient.search_runs`` returns identical params, metrics (inf and NaN included),
 tags, statuses, start and end times (the run's training span) and loss-curve histories.
 
-* :class:`ApiWriter`: MLflow's public client, run by run (``create_run``, ``log_batch``, ``set_terminated``);
-  works with every store, tracking servers included.
-* :class:`SqlWriter`: a database store (SQLite, PostgreSQL) written in one transaction by SQLAlchemy Core
-  inserts into MLflow's own store models, with MLflow's own metric sanitizing (inf -> +-1.8e308, NaN ->
-  is_nan); measured faster by ``study bench tracking`` (docs/RESULTS.md).
+* :class:`ApiWriter`: MLflow's public client, three calls per run (``create_run`` with its tags, one
+  ``log_batch`` with its params and metrics as far as MLflow's limits allow, ``set_terminated``); works with
+  every store, tracking servers included.
+* :class:`SqlWriter`: a database store (SQLite, PostgreSQL) written in one transaction: one ``executemany``
+  per table of MLflow's own store models (their insert statements compiled by SQLAlchemy for the store's
+  dialect), with MLflow's own metric sanitizing (inf -> +-1.8e308, NaN -> is_nan); measured faster by
+  ``study bench tracking`` (docs/RESULTS.md).
+
+Both return, per run written and in order, its run id and artifact URI (where its artifacts go).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 
 MAX_PARAM = 6000
+# MLflow's limits on one log_batch call (mlflow.utils.validation): entities in all, and params per call
+MAX_BATCH, MAX_BATCH_PARAMS = 1000, 100
 SQL_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
@@ -36,17 +42,26 @@ class RunToLog:
     end_time: int
 
 
+@dataclass(frozen=True)
+class LoggedRun:
+    """Where a written run is: its MLflow run id and artifact URI."""
+
+    run_id: str
+    artifact_uri: str
+
+
 class RunWriter(Protocol):
-    def write(self, runs: list[RunToLog], *, now: int) -> None: ...
+    def write(self, runs: list[RunToLog], *, now: int) -> list[LoggedRun]: ...
 
 
 class ApiWriter:
-    """MLflow's public client, run by run."""
+    """MLflow's public client, run by run, each in as few calls as MLflow's batch limits allow."""
 
     def __init__(self, client: MlflowClient, experiment_id: str) -> None:
         self.client, self.experiment_id = client, experiment_id
 
-    def write(self, runs: list[RunToLog], *, now: int) -> None:
+    def write(self, runs: list[RunToLog], *, now: int) -> list[LoggedRun]:
+        logged = []
         for r in runs:
             run = self.client.create_run(
                 self.experiment_id,
@@ -54,14 +69,18 @@ class ApiWriter:
                 run_name=r.tags["mlflow.runName"],
                 tags={k: v for k, v in r.tags.items() if k != "mlflow.runName"},
             )
+            run_id = run.info.run_id
             metrics = [Metric(k, v, now, 0) for k, v in r.metrics.items() if v is not None]
             metrics += [Metric("loss_curve", v, now, s) for s, v in r.curve]
             params = [Param(k, str(v)[:MAX_PARAM]) for k, v in r.params.items()]
-            for start in range(0, len(params), 100):  # log_batch takes at most 100 params ...
-                self.client.log_batch(run.info.run_id, params=params[start : start + 100])
-            for start in range(0, len(metrics), 1000):  # ... and 1000 metrics per call
-                self.client.log_batch(run.info.run_id, metrics=metrics[start : start + 1000])
-            self.client.set_terminated(run.info.run_id, end_time=r.end_time)
+            while params or metrics:  # one call for a run's params and metrics when they fit
+                some_params, params = params[:MAX_BATCH_PARAMS], params[MAX_BATCH_PARAMS:]
+                room = MAX_BATCH - len(some_params)
+                some_metrics, metrics = metrics[:room], metrics[room:]
+                self.client.log_batch(run_id, params=some_params, metrics=some_metrics)
+            self.client.set_terminated(run_id, end_time=r.end_time)
+            logged.append(LoggedRun(run_id, run.info.artifact_uri))
+        return logged
 
 
 class SqlWriter:
@@ -75,56 +94,76 @@ class SqlWriter:
         self.location = location
         self.store = SqlAlchemyStore(tracking_uri, location)
 
-    def write(self, runs: list[RunToLog], *, now: int) -> None:
+    def write(self, runs: list[RunToLog], *, now: int) -> list[LoggedRun]:
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlParam, SqlRun, SqlTag
 
-        rows: dict[Any, list[dict[str, Any]]] = {m: [] for m in (SqlRun, SqlTag, SqlParam, SqlMetric)}
-        latest: list[dict[str, Any]] = []
+        finished, experiment_id = RunStatus.to_string(RunStatus.FINISHED), int(self.experiment_id)
+        run_rows: list[tuple[Any, ...]] = []
+        tag_rows: list[tuple[str, str, str]] = []
+        param_rows: list[tuple[str, str, str]] = []
+        metric_rows: list[tuple[Any, ...]] = []
+        latest_rows: list[tuple[Any, ...]] = []
+        logged = []
+        sanitize = self.store.sanitize_metric_value  # as log_batch does: inf -> +-1.8e308, NaN -> is_nan
         for r in runs:
             run_id = uuid.uuid4().hex
-            rows[SqlRun].append(
-                {
-                    "run_uuid": run_id,
-                    "name": r.tags["mlflow.runName"],
-                    "source_type": "UNKNOWN",
-                    "source_name": "",
-                    "entry_point_name": "",
-                    "user_id": "minima-hunt",
-                    "status": RunStatus.to_string(RunStatus.FINISHED),
-                    "start_time": r.start_time,
-                    "end_time": r.end_time,
-                    "deleted_time": None,
-                    "source_version": "",
-                    "lifecycle_stage": "active",
-                    "artifact_uri": f"{self.location}/{run_id}/artifacts",
-                    "experiment_id": int(self.experiment_id),
-                }
+            logged.append(LoggedRun(run_id, f"{self.location}/{run_id}/artifacts"))
+            run_rows.append(
+                (run_id, r.tags["mlflow.runName"], "UNKNOWN", "", "", "minima-hunt", finished)
+                + (r.start_time, r.end_time, None, "", "active", logged[-1].artifact_uri, experiment_id)
             )
-            rows[SqlTag].extend({"key": k, "value": v, "run_uuid": run_id} for k, v in r.tags.items())
-            rows[SqlParam].extend(
-                {"key": k, "value": str(v)[:MAX_PARAM], "run_uuid": run_id} for k, v in r.params.items()
-            )
+            tag_rows.extend((k, v, run_id) for k, v in r.tags.items())
+            param_rows.extend((k, str(v)[:MAX_PARAM], run_id) for k, v in r.params.items())
             points = [(k, 0, v) for k, v in r.metrics.items() if v is not None]
             points += [("loss_curve", step, v) for step, v in r.curve]
-            last: dict[str, dict[str, Any]] = {}
+            last: dict[str, tuple[Any, ...]] = {}
             for key, step, value in points:
-                is_nan, stored = self.store.sanitize_metric_value(float(value))  # as log_batch does
-                row = {
-                    "key": key,
-                    "value": stored,
-                    "timestamp": now,
-                    "step": step,
-                    "is_nan": is_nan,
-                    "run_uuid": run_id,
-                }
-                rows[SqlMetric].append(row)
-                if key not in last or step >= last[key]["step"]:
+                is_nan, stored = sanitize(float(value))
+                row = (key, stored, now, step, is_nan, run_id)
+                metric_rows.append(row)
+                if key not in last or step >= last[key][3]:
                     last[key] = row
-            latest.extend(last.values())
+            latest_rows.extend(last.values())
         with self.store.ManagedSessionMaker() as session:
-            for model, table_rows in (*rows.items(), (SqlLatestMetric, latest)):
-                if table_rows:
-                    session.execute(model.__table__.insert(), table_rows)
+            connection = session.connection()
+            for model, columns, rows in (
+                (SqlRun, RUN_COLUMNS, run_rows),
+                (SqlTag, KEY_VALUE_COLUMNS, tag_rows),
+                (SqlParam, KEY_VALUE_COLUMNS, param_rows),
+                (SqlMetric, METRIC_COLUMNS, metric_rows),
+                (SqlLatestMetric, METRIC_COLUMNS, latest_rows),
+            ):
+                if rows:
+                    _insert_many(connection, model.__table__, columns, rows)
+        return logged
+
+
+# the columns of MLflow's tables, in the order SqlWriter builds their rows
+RUN_COLUMNS = (
+    *("run_uuid", "name", "source_type", "source_name", "entry_point_name", "user_id", "status"),
+    *("start_time", "end_time", "deleted_time", "source_version", "lifecycle_stage", "artifact_uri"),
+    "experiment_id",
+)
+KEY_VALUE_COLUMNS = ("key", "value", "run_uuid")
+METRIC_COLUMNS = ("key", "value", "timestamp", "step", "is_nan", "run_uuid")
+
+
+def _insert_many(connection: Any, table: Any, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """``INSERT`` of ``rows`` (values in the order of ``columns``) as one DB-API ``executemany``: the
+    statement compiled by SQLAlchemy for the connection's dialect, the values passed as they are
+    (SQLAlchemy's per-row parameter processing took a third of the writer's time; the values here are
+    plain str, int, float, bool and None, which every driver takes)."""
+    compiled = table.insert().compile(dialect=connection.dialect, column_keys=list(columns))
+    order = compiled.positiontup  # None for named parameter styles (psycopg2: %(key)s)
+    params: list[Any]
+    if order is None:
+        params = [dict(zip(columns, row, strict=True)) for row in rows]
+    elif tuple(order) == columns:
+        params = rows
+    else:
+        where = [columns.index(name) for name in order]
+        params = [tuple(row[i] for i in where) for row in rows]
+    connection.exec_driver_sql(str(compiled), params)
 
 
 def make_writer(client: MlflowClient, experiment_id: str, tracking_uri: str, kind: str = "auto") -> RunWriter:

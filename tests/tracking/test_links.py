@@ -140,3 +140,18 @@ def test_hunt_prints_the_link_and_no_library_info_logs(tmp_path, ray_local, capf
     assert view["searchFilter"] == COUNTEREXAMPLE_FILTER  # TINY does not re-verify
     assert view["selectedColumns"][:2] == ["params.`trial.k`", "params.`trial.n`"]
     assert f"optuna-dashboard --host 127.0.0.1 sqlite:///{(out / 'optuna.db').resolve()}" in captured.out
+
+
+def test_the_counterexamples_view_orders_by_a_runs_column(tmp_path):
+    """Ordered by a metric, MLflow's search scans a materialized latest_metrics subquery once per matching
+    run in SQLite (quadratic over a long hunt); the saved view orders by run name, a column of runs."""
+    from study.tracking.links import COUNTEREXAMPLES_VIEW, counterexamples_link
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("ordered", artifact_location=(tmp_path / "a").as_uri())
+    assert counterexamples_link(uri, "ordered") is not None
+    envelope = json.loads(client.get_experiment(experiment).tags[f"{VIEW_TAG_PREFIX}{COUNTEREXAMPLES_VIEW}"])
+    state = json.loads(envelope["state"])
+    assert state["orderByKey"] == "attributes.run_name" and state["orderByAsc"] is True
+    assert state["searchFilter"] == COUNTEREXAMPLE_FILTER

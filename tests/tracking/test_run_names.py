@@ -1,5 +1,5 @@
 """What a counterexample says about itself in MLflow: its name, description, certificate.json and
-spectrum plot beside its weights; bookkeeping kept out of the metrics; a stepped loss curve."""
+family spectrum plot beside its weights; bookkeeping kept out of the metrics; a stepped loss curve."""
 
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ def test_counterexample_run_stands_out_in_mlflow(tmp_path):
     assert {
         "counterexample/certificate.json",
         "counterexample/weights.npy",
-        "counterexample/hessian_spectrum.png",
+        "counterexample/family_spectra.png",
+        "counterexample/init.npy",
         "counterexample/hessian_eigenvalues.npy",
     } <= listed
     local = client.download_artifacts(found.info.run_id, "counterexample", str(tmp_path / "dl"))
