@@ -32,7 +32,9 @@ def test_compiled_descents_see_the_same_lowest_loss_as_torch(config):
     # half never stop early (threshold -inf: the full budget), half stop once 1% lower
     threshold = torch.where(torch.arange(6) % 2 == 0, torch.full_like(base, -np.inf), 0.99 * base)
     diag = DiagnosticsConfig(escape_steps=400, escape_lr=0.05)
-    compiled = escape_compiled(landscape, starts.clone(), threshold, lr=diag.escape_lr, steps=diag.escape_steps)
+    compiled = escape_compiled(
+        landscape, starts.clone(), threshold, lr=diag.escape_lr, steps=diag.escape_steps
+    )
     batched = _escape_descents(landscape, starts.clone(), threshold, diag)
     assert compiled is not None
     np.testing.assert_allclose(compiled.numpy(), batched.numpy(), rtol=1e-11, atol=1e-14)
