@@ -1,4 +1,4 @@
-"""The escape test's two engines: the compiled descents (study.training.teacher_student_escape) follow
+"""The escape test's two engines: the compiled descents (study.landscapes.teacher_student.escape) follow
 the torch loop step for step: the same lowest loss along every descent (full budgets and early stops,
 identity and general teachers, d > k padding), hence the same verdicts, at known minima and saddles."""
 

@@ -12,9 +12,10 @@ the loss comes from the same pass's cosines and norms:
 
 with c_ij the students' cosines and s_ij their cosines with the teachers. f is flat to first order at
 c = +-1 (t = 0, pi), so the arccos of a rounded cosine costs no precision there (unlike the gradient).
-Reached through ``TeacherStudentKernel.escape``. Cached on disk like the descent loop (compiling takes ~8 s, once per process otherwise). Numba keys the
-cache on this file only: after editing ``grad_into`` or ``acos`` in the kernel module, touch this file
-too (``tests/diagnostics/test_escape_engines.py`` holds the two engines together on fresh caches).
+Reached through ``TeacherStudentKernel.escape``. Cached on disk like the descent loop (compiling
+takes ~8 s, once per process otherwise). Numba keys the cache on this file only: after editing
+``grad_into`` or ``acos`` in the kernel module, touch this file too
+(``tests/diagnostics/test_escape_engines.py`` holds the two engines together on fresh caches).
 """
 
 from __future__ import annotations

@@ -256,8 +256,8 @@ class TeacherStudent(Landscape):
         return out
 
     def family_invariants(self, theta: Tensor) -> np.ndarray:
-        """:func:`study.landscapes.teacher_student_families.symmetry_invariants` per row, ``(R, 2 n d)``."""
-        from study.landscapes.teacher_student_families import symmetry_invariants
+        """:func:`study.landscapes.teacher_student.families.symmetry_invariants` per row, ``(R, 2 n d)``."""
+        from study.landscapes.teacher_student.families import symmetry_invariants
 
         W = self.weights(theta).detach().cpu().numpy()  # (R, n, d)
         identity = self.cfg.teacher == "identity"
