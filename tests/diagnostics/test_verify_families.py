@@ -17,6 +17,8 @@ from study.diagnostics.verify import FamilyVerification, with_verdicts
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
 from study.record.files import load_runs
 from study.runs import RunSpec, run_replicas, verify_batch
+from study.search.identity import resolved_pipeline
+from study.spec import PipelineError, parse_pipeline
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "hunt_v1"
 SEEDS = [0, 1, 3, 9, 11, 14, 17, 18, 26, 50]  # spurious: 0.018702 x 7 (0 .. 18), 0.035327 x 2 (26, 50)
@@ -78,9 +80,16 @@ def test_a_member_off_its_family_or_inside_a_theorem_is_verified_itself(cell):
     assert again["verified_by"].tolist() == out["verified_by"].tolist()
 
 
-def test_per_family_is_validated():
-    with pytest.raises(ValueError, match="per_family"):
-        FamilyVerification(per_family=-1)
+def test_per_family_is_a_validated_pipeline_field_that_reaches_the_runs():
+    pipeline = {"name": "p", "landscape": "teacher_student", "fixed": {"k": 6, "n": 6}, "search": {}}
+    assert parse_pipeline(pipeline).run_spec({"k": 6, "n": 6}).verify == FamilyVerification(per_family=2)
+    spec = parse_pipeline({**pipeline, "verify": {"per_family": 5}})
+    assert spec.run_spec(spec.resolve({})).verify.per_family == 5
+    assert "verify" not in resolved_pipeline(spec)  # scheduling: it changes the cost, not the verdicts
+    with pytest.raises(PipelineError, match="verify: per_family must be an integer >= 0, got -1"):
+        parse_pipeline({**pipeline, "verify": {"per_family": -1}})
+    with pytest.raises(PipelineError, match="verify.per_family: expected an integer"):
+        parse_pipeline({**pipeline, "verify": {"per_family": "two"}})
 
 
 def test_old_trial_files_load_with_a_blank_verified_by(tmp_path):
