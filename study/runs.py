@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from study.diagnostics.critical import DiagnosticsConfig
-from study.diagnostics.verify import with_verdicts
+from study.diagnostics.verify import FamilyVerification, with_verdicts
 from study.landscapes.base import DTYPES
 from study.landscapes.registry import default_procedure, landscape_config, make_landscape
 from study.procedures.base import Job
@@ -43,6 +43,7 @@ class RunSpec:
     init_scale: float = 1.0
     dtype: str = "float64"
     procedure: str = ""
+    verify: FamilyVerification = FamilyVerification()  # re-verification by family (not what runs)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -114,11 +115,21 @@ def verifies(spec: RunSpec) -> bool:
     return spec.diagnostics.reverify and isinstance(spec.train, TrainConfig)
 
 
-def verify_runs(spec: RunSpec, frame: pd.DataFrame, theta: np.ndarray, theta0: np.ndarray) -> pd.DataFrame:
+def verify_runs(
+    spec: RunSpec,
+    frame: pd.DataFrame,
+    theta: np.ndarray,
+    theta0: np.ndarray,
+    eigenvalues: np.ndarray | None = None,
+) -> pd.DataFrame:
     """``frame`` (rows aligned with ``theta, theta0: (R, P)``) with verdict columns: its certified spurious
-    minima, labelled against each row's ``l_star``, re-verified in float64 on the CPU."""
+    minima, labelled against each row's ``l_star``, re-verified by family in float64 on the CPU
+    (``eigenvalues: (R, P)``, their spectra, computed there if None)."""
     exact = make_landscape(spec.landscape, spec.params, device="cpu", dtype=torch.float64)
-    return with_verdicts(exact, frame, theta, theta0, train_config=spec.train, diagnostics=spec.diagnostics)
+    return with_verdicts(
+        exact, frame, theta, theta0, train_config=spec.train, diagnostics=spec.diagnostics,
+        families=spec.verify, eigenvalues=eigenvalues,
+    )  # fmt: skip
 
 
 def verify_batch(spec: RunSpec, batch: RunBatch) -> RunBatch:
@@ -128,7 +139,8 @@ def verify_batch(spec: RunSpec, batch: RunBatch) -> RunBatch:
     :func:`verifies` is off."""
     if not verifies(spec) or not (batch.frame["l_star_source"] == "landscape").all():
         return batch
-    return dataclasses.replace(batch, frame=verify_runs(spec, batch.frame, batch.theta, batch.theta0))
+    frame = verify_runs(spec, batch.frame, batch.theta, batch.theta0, batch.eigenvalues)
+    return dataclasses.replace(batch, frame=frame)
 
 
 def class_summary(frame: pd.DataFrame, *, decimals: int = 6) -> tuple[pd.Series, pd.DataFrame]:

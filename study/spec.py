@@ -17,6 +17,7 @@ import yaml
 
 from study import choices
 from study.diagnostics.critical import DiagnosticsConfig
+from study.diagnostics.verify import FamilyVerification
 from study.errors import PipelineError
 from study.expressions import evaluate
 from study.landscapes.base import DTYPES, INIT_SCHEMES
@@ -60,29 +61,10 @@ __all__ = [
 ]
 
 TOP_LEVEL = {
-    "name",
-    "description",
-    "landscape",
-    "fixed",
-    "search",
-    "derived",
-    "init_scheme",
-    "init_scale",
-    "procedure",
-    "train",
-    "diagnostics",
-    "runs_per_trial",
-    "chunk_size",
-    "seed",
-    "objective",
-    "sampler",
-    "trials",
-    "dtype",
-    "resources",
-    "max_inflight",
-    "pruner",
-    "repeats",
-}
+    "name", "description", "landscape", "fixed", "search", "derived", "init_scheme", "init_scale",
+    "procedure", "train", "diagnostics", "verify", "runs_per_trial", "chunk_size", "seed", "objective",
+    "sampler", "trials", "dtype", "resources", "max_inflight", "pruner", "repeats",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -100,6 +82,9 @@ class HuntSpec:
     procedure: str = ""  # "": the landscape's default procedure
     train: Any = None  # the procedure's configuration (None: its defaults)
     diagnostics: DiagnosticsConfig = DiagnosticsConfig()
+    verify: FamilyVerification = field(
+        default=FamilyVerification(), metadata=SCHEDULING
+    )  # cost, not verdicts
     runs_per_trial: int = 64
     chunk_size: int = field(default=32, metadata=SCHEDULING)
     seed: int = 0
@@ -152,6 +137,7 @@ class HuntSpec:
             params=params,
             train=dataclasses.replace(self.train, **changes) if changes else self.train,
             diagnostics=self.diagnostics,
+            verify=self.verify,
             init_scheme=str(values.get("init_scheme", self.init_scheme)),
             init_scale=float(values.get("init_scale", self.init_scale)),
             dtype=self.dtype,
@@ -261,6 +247,7 @@ def _parse(raw: Any, source: str) -> HuntSpec:
         procedure=procedure_name,
         train=dataclass_from("train", PROCEDURES[procedure_name].config_cls, raw.get("train")),
         diagnostics=dataclass_from("diagnostics", DiagnosticsConfig, raw.get("diagnostics")),
+        verify=dataclass_from("verify", FamilyVerification, raw.get("verify")),
         objective=objective,
         sampler=sampler,
         sampler_options=sampler_options,

@@ -14,6 +14,7 @@ from torch import Tensor
 from study.diagnostics.spectrum import Spectrum, hessian_spectrum
 from study.landscapes.base import Landscape, seeded_normal
 from study.record.schema import PARAM_PREFIX, CriticalPoint
+from study.training.compiled import escape_compiled
 
 __all__ = ["DiagnosticsConfig", "classify", "escape_test"]
 
@@ -52,7 +53,9 @@ class DiagnosticsConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
 
 
-def escape_test(landscape: Landscape, theta: Tensor, seeds: list[int], config: DiagnosticsConfig) -> Tensor:
+def escape_test(
+    landscape: Landscape, theta: Tensor, seeds: list[int], config: DiagnosticsConfig, *, engine: str = "auto"
+) -> Tensor:
     """Perturb each point M times by ``escape_radius`` (random unit directions) and run plain gradient
     descent; escaped when the loss somewhere along some descent falls below the point's loss by a
     relative ``escape_margin``.
@@ -61,7 +64,9 @@ def escape_test(landscape: Landscape, theta: Tensor, seeds: list[int], config: D
     saddle, including one with no negative curvature (the origin of a deep linear net), can. The loss is
     tracked at every step, so a descent that runs off towards -inf (a saddle unbounded below) counts as
     escaped even when its iterate later overflows to inf or NaN; a trajectory stops once it has escaped
-    or its iterate is no longer finite.
+    or its iterate is no longer finite. ``engine``: "auto" runs the descents in the landscape's compiled
+    kernel where it has one (float64 on CPU, :func:`study.training.compiled.escape_compiled`, the same
+    steps), "torch" always in the batched torch loop.
     """
     R, P = theta.shape
     M = config.escape_perturbations
@@ -72,7 +77,17 @@ def escape_test(landscape: Landscape, theta: Tensor, seeds: list[int], config: D
     x = (theta.unsqueeze(1) + config.escape_radius * dirs).reshape(R * M, P)
     margin = config.escape_margin * base.abs().clamp_min(1e-3)
     threshold = (base - margin).repeat_interleave(M)  # (R * M,)
-    lowest = landscape.loss(x)  # (R * M,) lowest loss seen along each descent (fmin skips NaN)
+    lowest = None
+    if engine == "auto":
+        lowest = escape_compiled(landscape, x, threshold, lr=config.escape_lr, steps=config.escape_steps)
+    if lowest is None:
+        lowest = _escape_descents(landscape, x, threshold, config)
+    return (lowest < threshold).reshape(R, M).any(dim=1)
+
+
+def _escape_descents(landscape: Landscape, x: Tensor, threshold: Tensor, config: DiagnosticsConfig) -> Tensor:
+    """The torch loop of :func:`escape_test`: the lowest loss along each descent from ``x: (E, P)``."""
+    lowest = landscape.loss(x)  # (E,) lowest loss seen along each descent (fmin skips NaN)
     lowest = torch.where(torch.isnan(lowest), torch.full_like(lowest, math.inf), lowest)
     active = torch.isfinite(x).all(dim=-1) & ~(lowest < threshold)
     for _ in range(config.escape_steps):
@@ -85,7 +100,7 @@ def escape_test(landscape: Landscape, theta: Tensor, seeds: list[int], config: D
         lowest[rows] = torch.fmin(lowest[rows], value)
         stop = (value < threshold[rows]) | ~torch.isfinite(value) | ~torch.isfinite(step).all(dim=-1)
         active[rows[stop]] = False
-    return (lowest < threshold).reshape(R, M).any(dim=1)
+    return lowest
 
 
 def classify(

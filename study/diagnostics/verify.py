@@ -11,6 +11,18 @@ A run classified ``spurious_minimum`` with a certificate is re-checked from scra
    from its initialization with a tolerance ``rerun_tol_factor`` times tighter: the re-run must end at a
    certified spurious minimum of the same loss.
 
+By family (:func:`with_verdicts`): the candidates of a batch are grouped into families of end points
+equal up to the landscape's symmetry, generically by their loss (within ``family_loss_tol``, relative),
+their sorted Hessian spectrum (within ``family_spectrum_tol``) and the landscape's exactly invariant
+``family_invariants`` (within ``family_invariant_tol``; none for most landscapes, the teacher-student
+rows and columns sorted modulo permutations, as in its families module). Each family's lowest-loss member
+and up to ``per_family`` more (:class:`FamilyVerification`, the pipeline's ``verify.per_family``) are
+re-verified in full; the others carry the family's verdict, with ``verified_by`` naming the member it
+came from (``s<seed>``), when the verified members agree on it and the member's own loss matches their
+polished loss and its spectrum and invariants theirs within the same tolerances; any other member is
+re-verified itself. Inside a theorem's hypotheses every run is re-verified alone. Every run keeps its
+own certificate (the record's ``certified``, ``radius``) whatever its verdict's source.
+
 Verdicts: ``contradiction_candidate`` (survived all checks inside a theorem's hypotheses: a bug or a
 finding), ``confirmed`` (survived, outside any theorem's hypotheses: the hypothesis is needed) and
 ``rejected`` (a check failed; ``reason`` says which).
@@ -29,6 +41,7 @@ import torch
 from torch import Tensor
 
 from study.diagnostics.critical import DiagnosticsConfig, classify, escape_test, label_against
+from study.diagnostics.spectrum import hessian_spectrum
 from study.landscapes.base import Landscape
 from study.record import schema
 from study.record.schema import CriticalPoint, family_key, is_certified_spurious
@@ -46,11 +59,26 @@ class VerifyConfig:
     descent_max_steps: int = 200_000  # plain descent after Newton stalls
     rerun_tol_factor: float = 1e-3  # the re-run from the initialization stops at tol * this
     loss_match: float = 1e-7  # relative agreement of the re-run's loss with the polished loss
+    family_loss_tol: float = 1e-8  # relative; the tolerances of the teacher-student families module
+    family_spectrum_tol: float = 1e-4
+    family_invariant_tol: float = 1e-5
 
     def __post_init__(self) -> None:
-        for name in ("stationarity_tol", "rerun_tol_factor", "loss_match"):
+        for name in ("stationarity_tol", "rerun_tol_factor", "loss_match", "family_loss_tol"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class FamilyVerification:
+    """The pipeline's ``verify`` section: how many members of each family are re-verified in full
+    besides its lowest-loss one (the rest carry its verdict; see the module docstring)."""
+
+    per_family: int = 2
+
+    def __post_init__(self) -> None:
+        if isinstance(self.per_family, bool) or not isinstance(self.per_family, int) or self.per_family < 0:
+            raise ValueError(f"per_family must be an integer >= 0, got {self.per_family!r}")
 
 
 @dataclass(frozen=True)
@@ -64,6 +92,7 @@ class Verdict:
     radius: float  # the recomputed certificate's radius
     family: str
     rerun_loss: float  # inside a theorem's hypotheses: loss of the re-run from the initialization
+    verified_by: str = ""  # carried from a family member (its run, ``s<seed>``); "": verified itself
 
     def columns(self) -> dict[str, object]:
         """The run-record columns this verdict adds (``verified_*``)."""
@@ -75,6 +104,7 @@ class Verdict:
             "verified_radius": self.radius,
             "family": self.family,
             "rerun_loss": self.rerun_loss,
+            "verified_by": self.verified_by,
         }
 
 
@@ -207,9 +237,12 @@ def with_verdicts(
     train_config: TrainConfig,
     diagnostics: DiagnosticsConfig = DiagnosticsConfig(),
     config: VerifyConfig = VerifyConfig(),
+    families: FamilyVerification = FamilyVerification(),
+    eigenvalues: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """``frame`` (one row per run, aligned with ``theta, theta0: (R, P)``) with the verdict columns:
-    rows classified as certified spurious minima are re-verified, the others get an empty verdict."""
+    rows classified as certified spurious minima are re-verified by family (module docstring), the
+    others get an empty verdict. ``eigenvalues: (R, P)``: the runs' spectra (computed here if None)."""
     out = frame.copy()
     for name, value in _BLANK.columns().items():
         out[name] = value
@@ -217,21 +250,86 @@ def with_verdicts(
     if len(chosen) == 0:
         return out
     inside = frame.get("hyp_inside_theorem", pd.Series(False, index=frame.index)).astype(bool).to_numpy()
-    verdicts = reverify(
-        landscape,
-        torch.as_tensor(theta[chosen], dtype=torch.float64, device=landscape.device),
-        torch.as_tensor(theta0[chosen], dtype=torch.float64, device=landscape.device),
-        [int(s) for s in frame["seed"].to_numpy()[chosen]],
-        inside_theorem=inside[chosen].tolist(),
-        train_config=train_config,
-        diagnostics=diagnostics,
-        config=config,
-        l_star=frame["l_star"].to_numpy(dtype=float)[chosen].tolist() if "l_star" in frame else None,
+    seeds = [int(s) for s in frame["seed"].to_numpy()[chosen]]
+    points = torch.as_tensor(theta[chosen], dtype=torch.float64, device=landscape.device)  # (C, P)
+    starts = torch.as_tensor(theta0[chosen], dtype=torch.float64, device=landscape.device)
+    l_star = frame["l_star"].to_numpy(dtype=float)[chosen] if "l_star" in frame else None
+    if eigenvalues is None:
+        spectra = hessian_spectrum(
+            landscape, points, seeds=seeds, max_dense=diagnostics.max_dense
+        ).eigenvalues
+        spectra_np = np.sort(spectra.detach().cpu().numpy(), axis=1)
+    else:
+        spectra_np = np.sort(np.asarray(eigenvalues, dtype=float)[chosen], axis=1)
+    features = _Features(
+        frame["loss"].to_numpy(dtype=float)[chosen], spectra_np, landscape.family_invariants(points), config
     )
-    for row, verdict in zip(chosen, verdicts, strict=True):
-        for name, value in verdict.columns().items():
+
+    def verified(rows: list[int]) -> dict[int, Verdict]:
+        found = reverify(
+            landscape, points[rows], starts[rows], [seeds[r] for r in rows],
+            inside_theorem=inside[chosen][rows].tolist(), train_config=train_config,
+            diagnostics=diagnostics, config=config,
+            l_star=None if l_star is None else l_star[rows].tolist(),
+        )  # fmt: skip
+        return dict(zip(rows, found, strict=True))
+
+    groups = features.families(alone=inside[chosen])
+    verdicts = verified([m for group in groups for m in group[: 1 + families.per_family]])
+    alone: list[int] = []
+    for group in groups:
+        done = [m for m in group if m in verdicts]
+        for member in group[len(done) :]:
+            if len({verdicts[m].verdict for m in done}) == 1 and all(
+                features.agree(member, m, verdicts[m].loss) for m in done
+            ):
+                by = f"s{seeds[done[0]]}"
+                verdicts[member] = dataclasses.replace(
+                    verdicts[done[0]], stationarity=math.nan, radius=math.nan, verified_by=by
+                )
+            else:
+                alone.append(member)
+    verdicts.update(verified(alone))
+    for position, row in enumerate(chosen):
+        for name, value in verdicts[position].columns().items():
             out.loc[out.index[row], name] = value
     return out
+
+
+@dataclass(frozen=True)
+class _Features:
+    """What makes candidates one family: loss ``(C,)``, sorted spectra ``(C, S)`` (S = 0: Lanczos
+    extremes only, not compared) and the landscape's symmetry invariants ``(C, m)``."""
+
+    loss: np.ndarray
+    spectra: np.ndarray
+    invariants: np.ndarray
+    config: VerifyConfig
+
+    def close(self, a: int, b: int, loss_b: float) -> bool:
+        """Run ``a`` matches run ``b`` (whose loss is taken as ``loss_b``) within the tolerances."""
+        c = self.config
+        return bool(
+            abs(self.loss[a] - loss_b) <= c.family_loss_tol * max(1.0, abs(loss_b))
+            and np.all(np.abs(self.spectra[a] - self.spectra[b]) <= c.family_spectrum_tol)
+            and np.all(np.abs(self.invariants[a] - self.invariants[b]) <= c.family_invariant_tol)
+        )
+
+    def families(self, *, alone: np.ndarray) -> list[list[int]]:
+        """Candidates in families, each lowest loss first (compared with its lowest member); ``alone``
+        (C,) rows (inside a theorem's hypotheses) are families of their own."""
+        groups: list[list[int]] = []
+        for r in np.argsort(self.loss, kind="stable").tolist():
+            home = next((g for g in groups if not alone[g[0]] and self.close(r, g[0], self.loss[g[0]])), None)
+            if home is None or alone[r]:
+                groups.append([r])
+            else:
+                home.append(r)
+        return groups
+
+    def agree(self, member: int, verified: int, polished_loss: float) -> bool:
+        """A member matches a verified one: its own loss their polished loss, spectra, invariants."""
+        return self.close(member, verified, polished_loss)
 
 
 def due_for_verification(

@@ -146,6 +146,11 @@ class Landscape(ABC):
         """A representative of each end point modulo the landscape's symmetry group, ``(R, P)``."""
         return theta
 
+    def family_invariants(self, theta: Tensor) -> np.ndarray:
+        """Numbers exactly invariant under the landscape's symmetry that, with the loss and the sorted
+        spectrum, tell families of end points apart (re-verification by family), ``(R, m)``; none here."""
+        return np.zeros((theta.shape[0], 0))
+
 
 # Seeds from 2**62 up (a hunt's SeedSequence seeds) draw from numpy's PCG64, which uses every bit of the
 # seed; smaller ones from torch's generator as always (it keeps only a seed's low 32 bits: 2**32 streams).

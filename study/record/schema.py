@@ -242,12 +242,15 @@ _V1_SIGNATURES = (  # schema 1 did not name the landscape: the columns each one 
 
 
 def migrate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Bring a runs frame read from disk to the current schema (adds ``landscape`` and ``schema``)."""
+    """Bring a runs frame read from disk to the current schema (adds ``landscape`` and ``schema``, and
+    ``verified_by`` blank where a verdict was made before re-verification by family: each run itself)."""
     if not len(frame.columns):
         return frame
     if "schema" not in frame.columns:  # schema 1
         landscape = next((name for col, name in _V1_SIGNATURES if col in frame.columns), "unknown")
         frame = frame.assign(landscape=landscape, schema=1)
+    if "verdict" in frame.columns and "verified_by" not in frame.columns:
+        frame = frame.assign(verified_by="")
     return frame
 
 

@@ -171,7 +171,7 @@ class ConfigurationLabels:
         ]
         if not any(c.any() for c in chosen):
             return
-        needed = ["seed", "critical_point", "certified", "l_star"]
+        needed = ["seed", "loss", "critical_point", "certified", "l_star"]
         rows = pd.concat(
             [
                 frame.loc[due, needed + [c for c in frame.columns if c.startswith("hyp_")]]

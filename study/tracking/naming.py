@@ -54,6 +54,7 @@ CERTIFICATE_FIELDS = (
     "verified_radius",
     "family",
     "rerun_loss",
+    "verified_by",  # the family member whose verdict this run carries (study.diagnostics.verify)
 )
 
 

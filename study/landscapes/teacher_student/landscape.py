@@ -255,6 +255,14 @@ class TeacherStudent(Landscape):
                 out.append(Certificate(True, radius, "radius bound"))
         return out
 
+    def family_invariants(self, theta: Tensor) -> np.ndarray:
+        """:func:`study.landscapes.teacher_student.families.symmetry_invariants` per row, ``(R, 2 n d)``."""
+        from study.landscapes.teacher_student.families import symmetry_invariants
+
+        W = self.weights(theta).detach().cpu().numpy()  # (R, n, d)
+        identity = self.cfg.teacher == "identity"
+        return np.stack([symmetry_invariants(w, identity_teacher=identity, k=self.cfg.k) for w in W])
+
     def symmetry_canonical_form(self, theta: Tensor) -> Tensor:
         """Rows (students) and, for V = I, columns (coordinates with teachers) ordered by colour
         refinement; see :func:`study.landscapes.teacher_student.families.canonical_form` for what is

@@ -1,0 +1,101 @@
+"""Re-verification by family: on a real grid cell (k = n = 10, seeds with spurious minima in two
+families), verdicts carried from a family's verified members equal the verdicts of verifying every run
+itself; a member that does not match its family, and any run inside a theorem's hypotheses, is verified
+itself; old trial files without ``verified_by`` still load."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from study.diagnostics.verify import FamilyVerification, with_verdicts
+from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
+from study.record.files import load_runs
+from study.runs import RunSpec, run_replicas, verify_batch
+from study.search.identity import resolved_pipeline
+from study.spec import PipelineError, parse_pipeline
+
+FIXTURE = Path(__file__).parents[1] / "fixtures" / "hunt_v1"
+SEEDS = [0, 1, 3, 9, 11, 14, 17, 18, 26, 50]  # spurious: 0.018702 x 7 (0 .. 18), 0.035327 x 2 (26, 50)
+
+
+@pytest.fixture(scope="module")
+def cell():
+    torch.set_num_threads(1)
+    spec = RunSpec("teacher_student", {"k": 10, "n": 10}, verify=FamilyVerification(per_family=0))
+    batch = run_replicas(spec, SEEDS)
+    spurious = batch.frame[batch.frame["critical_point"] == "spurious_minimum"]
+    assert spurious["loss"].round(6).value_counts().to_dict() == {0.018702: 7, 0.035327: 2}
+    alone = verify_batch(dataclasses.replace(spec, verify=FamilyVerification(per_family=100)), batch).frame
+    assert (alone["verified_by"] == "").all() and (alone.loc[spurious.index, "verdict"] == "confirmed").all()
+    return spec, batch, alone
+
+
+COMPARED = ["verdict", "verdict_reason", "verified_loss", "family", "rerun_loss"]
+
+
+@pytest.mark.parametrize("per_family", [0, 1, 2])
+def test_verdicts_by_family_equal_verdicts_run_by_run(cell, per_family):
+    spec, batch, alone = cell
+    by_family = verify_batch(dataclasses.replace(spec, verify=FamilyVerification(per_family)), batch).frame
+    pd.testing.assert_frame_equal(
+        by_family[COMPARED].fillna(-1.0), alone[COMPARED].fillna(-1.0), check_exact=False, rtol=1e-9
+    )
+    carried = by_family[by_family["verified_by"] != ""]
+    assert len(carried) == (7 - 1 - per_family) + max(0, 2 - 1 - per_family)
+    for _, row in carried.iterrows():  # carried from a verified member of the same family
+        source = by_family[by_family["seed"] == int(row["verified_by"][1:])].iloc[0]
+        assert source["verified_by"] == "" and source["family"] == row["family"]
+        assert row["seed"] != source["seed"] and abs(source["loss"] - row["loss"]) < 1e-9
+    # every run keeps its own certificate
+    assert by_family["certified"].tolist() == batch.frame["certified"].tolist()
+    assert by_family["radius"].equals(batch.frame["radius"])
+
+
+def test_a_member_off_its_family_or_inside_a_theorem_is_verified_itself(cell):
+    spec, batch, _ = cell
+    landscape = TeacherStudent(TeacherStudentConfig(k=10, n=10))
+    frame = batch.frame.copy()
+    big = frame.index[frame["loss"].round(6) == 0.018702].tolist()
+    frame.loc[big[-1], "loss"] += 1e-6  # its loss no longer matches the family's within 1e-8
+    frame["hyp_inside_theorem"] = False
+    frame.loc[big[-2], "hyp_inside_theorem"] = True  # inside: re-run from its start, verified alone
+    out = with_verdicts(
+        landscape, frame, batch.theta, batch.theta0, train_config=spec.train,
+        families=FamilyVerification(per_family=0), eigenvalues=batch.eigenvalues,
+    )  # fmt: skip
+    assert out.loc[big[-1], "verified_by"] == "" and out.loc[big[-1], "verdict"] == "confirmed"
+    assert out.loc[big[-2], "verified_by"] == "" and out.loc[big[-2], "verdict"] == "contradiction_candidate"
+    assert (out.loc[big[1:-2], "verified_by"] == f"s{int(frame.loc[big[0], 'seed'])}").all()
+    # without spectra given, they are computed: the same plan
+    again = with_verdicts(
+        landscape, frame, batch.theta, batch.theta0, train_config=spec.train,
+        families=FamilyVerification(per_family=0),
+    )  # fmt: skip
+    assert again["verified_by"].tolist() == out["verified_by"].tolist()
+
+
+def test_per_family_is_a_validated_pipeline_field_that_reaches_the_runs():
+    pipeline = {"name": "p", "landscape": "teacher_student", "fixed": {"k": 6, "n": 6}, "search": {}}
+    assert parse_pipeline(pipeline).run_spec({"k": 6, "n": 6}).verify == FamilyVerification(per_family=2)
+    spec = parse_pipeline({**pipeline, "verify": {"per_family": 5}})
+    assert spec.run_spec(spec.resolve({})).verify.per_family == 5
+    assert "verify" not in resolved_pipeline(spec)  # scheduling: it changes the cost, not the verdicts
+    with pytest.raises(PipelineError, match="verify: per_family must be an integer >= 0, got -1"):
+        parse_pipeline({**pipeline, "verify": {"per_family": -1}})
+    with pytest.raises(PipelineError, match="verify.per_family: expected an integer"):
+        parse_pipeline({**pipeline, "verify": {"per_family": "two"}})
+
+
+def test_old_trial_files_load_with_a_blank_verified_by(tmp_path):
+    shutil.copytree(FIXTURE, tmp_path / "hunt")
+    assert "verified_by" not in load_runs(tmp_path / "hunt") and len(load_runs(tmp_path / "hunt"))
+    for path in (tmp_path / "hunt" / "trials").glob("*.csv"):  # verdicts from before families
+        pd.read_csv(path).assign(verdict="confirmed").to_csv(path, index=False)
+    loaded = load_runs(tmp_path / "hunt")
+    assert (loaded["verified_by"] == "").all() and (loaded["verdict"] == "confirmed").all()
