@@ -133,16 +133,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         import torch
 
         from study.bench import trainer as bench_trainer
+        from study.training.protocol import ENGINES as TRAIN_ENGINES
 
         if args.device.startswith("cuda") and not torch.cuda.is_available():
             raise UsageError(f"--device {args.device}: no CUDA device is available")
         if args.anchor_runs < 1:
             raise UsageError(f"--anchor-runs must be >= 1, got {args.anchor_runs}")
-        engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-        unknown = [e for e in engines if e not in bench_trainer.ENGINES]
-        if not engines or unknown:
+        engines = [e.strip() for e in (args.engines or ",".join(bench_trainer.DEFAULT_ENGINES)).split(",")]
+        if any(bench_trainer.engine_config(e) is None for e in engines):
+            names = ", ".join(e for e in TRAIN_ENGINES if e != "auto")
             raise UsageError(
-                f"--engines must name some of {', '.join(bench_trainer.ENGINES)}, got {args.engines!r}"
+                f"--engines must name engines ({names}), each alone (with the Newton finish) or followed "
+                f"by ' plain', got {args.engines!r}"
             )
         if args.blocks < 1:
             raise UsageError(f"--blocks must be >= 1, got {args.blocks}")
@@ -173,9 +175,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return bench_grid.main(runs=args.runs or 20, out=args.out, num_cpus=args.cpus)
     if args.what == "gpu-grid":
         from study.bench import gpu_grid
+        from study.training.protocol import ENGINES as TRAIN_ENGINES
 
+        engine = args.engines or "auto"
+        if engine not in TRAIN_ENGINES:
+            raise UsageError(
+                f"--engines must name one engine ({', '.join(TRAIN_ENGINES)}) for gpu-grid, got {engine!r}"
+            )
         return gpu_grid.main(
-            runs=args.runs or 100, device=args.device, ks=None if args.k is None else _int_list(args.k, "--k")
+            runs=args.runs or 100,
+            device=args.device,
+            ks=None if args.k is None else _int_list(args.k, "--k"),
+            engine=engine,
         )
     if args.what == "tracking":
         from study.bench import tracking as bench_tracking
@@ -255,9 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--anchor-runs", type=int, default=40, help="trainer: runs of the per-run numpy anchor")
     p.add_argument("--blocks", type=int, default=4, help="trainer: alternating anchor/engine blocks per k")
     p.add_argument(
-        "--engines", default="compiled,compiled plain,torch", help="trainer: engine columns (comma-separated)"
+        "--engines",
+        default=None,
+        help="trainer: engine columns (comma-separated; default compiled,compiled plain,torch): an engine of "
+        "train.engine, or '<engine> plain'; gpu-grid: the one engine that trains (default auto)",
     )
-    p.add_argument("--device", default="cpu", help="trainer: device of the batched side (cpu, cuda)")
+    p.add_argument("--device", default="cpu", help="trainer, gpu-grid: torch device (cpu, cuda)")
     p.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (1: per-core comparison)")
     p.add_argument("--excess", default="0", help="agreement: n - k values (comma-separated)")
     p.add_argument("--switch-at", type=float, default=1e-2, help="agreement: the Newton switch to check")

@@ -2,7 +2,8 @@
 
 The lent GPU image has torch, numpy, scipy, pandas and pyyaml but no Ray, MLflow or Optuna, so this
 bypasses the hunt: each cell (k = 6..20, n = k, k+1, k+2) of ``pipelines/safran_shamir_2018.yaml`` is
-one call of :func:`study.runs.run_replicas` (the batched torch engine, then classification and
+one call of :func:`study.runs.run_replicas` (training by ``engine``: "auto" picks the landscape's
+kernel for the device where it has one, else the batched torch loop; then classification and
 certificates) with ``runs`` seeds on the device. Prints the device, each cell's spurious count and
 seconds, the total, and the projection to the published 1000 runs per cell. The Ray path with
 ``resources.device: cuda`` is covered by the CPU-side tests of the hunt.
@@ -29,9 +30,9 @@ def cells() -> list[tuple[int, int]]:
     return [(k, k + excess) for k in range(6, 21) for excess in (0, 1, 2)]
 
 
-def main(*, runs: int = 100, device: str = "cuda", ks: list[int] | None = None) -> int:
+def main(*, runs: int = 100, device: str = "cuda", ks: list[int] | None = None, engine: str = "auto") -> int:
     raw = yaml.safe_load(PIPELINE.read_text())
-    train = TrainConfig(**{**raw["train"], "engine": "torch"})
+    train = TrainConfig(**{**raw["train"], "engine": engine})
     diagnostics = DiagnosticsConfig(**raw.get("diagnostics", {}))
     dev = torch.device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"

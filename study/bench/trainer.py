@@ -10,8 +10,13 @@ To be robust to the machine's drift, each k runs in ``blocks`` short blocks that
 and engines: block b trains the anchor on its slice of the anchor seeds and each engine on its slice of
 the batched seeds (the anchor seeds come first in it); a block's ratio is the engine's runs per second
 over the anchor's in that block, and the table reports the median ratio over blocks with its range.
-Compilation (numba, once per process) is timed apart and never counted. The last line printed is
-``speedup: X.Xx``, the default engine (compiled, with the Newton finish) at k = 8 (or the first k).
+Beside each ratio, the engine's replica-steps per second (every replica's gradient and Newton steps,
+restarts included, over the engine's seconds). A column is an engine of ``TrainConfig.engine`` (with the
+Newton finish) or ``"<engine> plain"`` (the plain protocol): any engine the trainer knows, so a new one
+(a CUDA kernel, say) is benchmarked by naming it; an engine that cannot run on the device is left out
+with a note. Compilation (numba, once per process) and a first tiny call per engine (kernels, caches,
+allocator) are timed apart and never counted. The last line printed is ``speedup: X.Xx``, the first
+engine (by default compiled, with the Newton finish) at k = 8 (or the first k).
 """
 
 from __future__ import annotations
@@ -35,14 +40,20 @@ except ImportError:  # pragma: no cover - GPU image
 from study.bench.anchor import find_minimum
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
 from study.training.gd import TrainConfig, train
+from study.training.protocol import ENGINES as TRAIN_ENGINES
 
 PROTOCOL = TrainConfig()  # step 0.1, restart at 1e4, stop at max_i |2 pi grad_i| <= 1e-9
 FAST = replace(PROTOCOL, newton_polish=True, newton_polish_at=1e-2)
-ENGINES = {  # column -> config; the first is the default engine with the pipelines' finish
-    "compiled": replace(FAST, engine="compiled"),
-    "compiled plain": replace(PROTOCOL, engine="compiled"),
-    "torch": replace(FAST, engine="torch"),
-}
+DEFAULT_ENGINES = ("compiled", "compiled plain", "torch")  # the first: the pipelines' engine and finish
+
+
+def engine_config(column: str) -> TrainConfig | None:
+    """The configuration of a column: ``"<engine>"`` with the Newton finish, ``"<engine> plain"``
+    without (None when ``<engine>`` is not one of ``TrainConfig.engine``'s values)."""
+    engine, _, plain = column.partition(" ")
+    if engine not in TRAIN_ENGINES or engine == "auto" or plain not in ("", "plain"):
+        return None
+    return replace(PROTOCOL if plain else FAST, engine=engine)
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class Row:
     k: int
     anchor_rate: float
     ratios: dict[str, tuple[float, float, float]]  # engine -> (median, lowest, highest) block ratio
+    step_rates: dict[str, float]  # engine -> replica-steps per second over all blocks
     anchor_vs_compiled: float  # max |theta_anchor - theta_plain compiled| over the anchor's seeds
     steps_equal: bool  # anchor and plain compiled stop at the same step on every anchor seed
 
@@ -75,12 +87,14 @@ def measure(
     """Anchor and engines on the same seeds for k = n, d = k, V = I, in alternating blocks."""
     landscape = TeacherStudent(TeacherStudentConfig(k=k, n=k), device=device)
     theta0 = landscape.init(list(range(runs)))  # (R, P)
-    if device.type == "cuda":
-        engines = [e for e in engines if e == "torch"]
-        train(landscape, theta0[:8], replace(FAST, max_steps=200))  # kernels, allocator
+    configs = {name: config for name in engines if (config := engine_config(name)) is not None}
+    for config in configs.values():  # kernels, caches, allocator: not counted
+        train(landscape, theta0[:8], replace(config, max_steps=200))
     anchor_cut = np.linspace(0, anchor_runs, blocks + 1).astype(int)
     rest_cut = anchor_runs + np.linspace(0, runs - anchor_runs, blocks + 1).astype(int)
-    ratios: dict[str, list[float]] = {name: [] for name in engines}
+    ratios: dict[str, list[float]] = {name: [] for name in configs}
+    steps_done = dict.fromkeys(configs, 0)
+    seconds_spent = dict.fromkeys(configs, 0.0)
     anchor_seconds = 0.0
     ends: list[np.ndarray] = []
     anchor_steps: list[int] = []
@@ -99,9 +113,11 @@ def measure(
         # the block's anchor seeds first, then its share of the other seeds
         rows = np.r_[seeds.start : seeds.stop, int(rest_cut[b]) : int(rest_cut[b + 1])]
         batch = theta0[torch.as_tensor(rows)]
-        for name in engines:
-            theta, engine_seconds, steps = _timed(landscape, batch, ENGINES[name])
+        for name, config in configs.items():
+            theta, engine_seconds, steps = _timed(landscape, batch, config)
             ratios[name].append(batch.shape[0] / engine_seconds / anchor_rate)
+            steps_done[name] += int(steps.sum())
+            seconds_spent[name] += engine_seconds
             if name == "compiled plain":
                 n_anchor = seeds.stop - seeds.start
                 plain_theta.append(theta[:n_anchor].cpu())
@@ -112,9 +128,38 @@ def measure(
         k=k,
         anchor_rate=anchor_runs / anchor_seconds,
         ratios={name: (statistics.median(v), min(v), max(v)) for name, v in ratios.items()},
+        step_rates={name: steps_done[name] / seconds_spent[name] for name in configs},
         anchor_vs_compiled=gap,
         steps_equal=bool(plain_steps) and plain_steps == anchor_steps,
     )
+
+
+def runnable(engines: list[str], device: torch.device) -> list[str]:
+    """The engines that can train on ``device`` (each tried once on a tiny landscape; notes the rest)."""
+    tiny = TeacherStudent(TeacherStudentConfig(k=3, n=3), device=device)
+    kept = []
+    for name in engines:
+        config = engine_config(name)
+        assert config is not None, name  # the CLI names the columns it accepts
+        try:
+            train(tiny, tiny.init([0, 1]), replace(config, max_steps=20))
+        except ValueError as exc:
+            print(f"left out: {name} ({exc})")
+            continue
+        kept.append(name)
+    return kept
+
+
+def _device_name(device: torch.device) -> str:
+    return f"{device}: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else str(device)
+
+
+def _si(rate: float) -> str:
+    """Replica-steps per second with an SI prefix: ``12.3M/s``."""
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if rate >= factor:
+            return f"{rate / factor:.3g}{prefix}/s"
+    return f"{rate:.3g}/s"
 
 
 def main(
@@ -129,7 +174,10 @@ def main(
 ) -> int:
     dev = torch.device(device)
     torch.set_num_threads(threads)
-    engines = list(ENGINES) if engines is None else engines
+    engines = runnable(list(DEFAULT_ENGINES) if engines is None else engines, dev)
+    if not engines:
+        print(f"no engine asked for can run on {dev}")
+        return 1
     anchor_runs = min(anchor_runs, runs)
     blocks = max(1, min(blocks, anchor_runs))
     compile_seconds = 0.0
@@ -141,11 +189,12 @@ def main(
         f"trainer benchmark: teacher-student k = n = d, V = I, step {PROTOCOL.lr}, restart at "
         f"|grad| > {PROTOCOL.restart_grad_norm:g}, stop at max_i |2 pi grad_i| <= {PROTOCOL.tol:g}, float64; "
         f"{threads} thread(s)\nanchor: the published per-run procedure in numpy, {anchor_runs} runs; "
-        f"engines on {runs} runs ({dev}); 'compiled' and 'torch' with the Newton finish at "
-        f"{FAST.newton_polish_at:g}; {blocks} alternating blocks, ratio = median over blocks [range]\n"
+        f"engines on {runs} runs ({_device_name(dev)}), with the Newton finish at {FAST.newton_polish_at:g} "
+        f"('plain': without); {blocks} alternating blocks, ratio = median over blocks [range]; "
+        f"replica-steps per second over all blocks\n"
         f"compile (numba, once per process, not counted): {compile_seconds:.1f} s"
     )
-    columns = "".join(f" {name + ' x':>24}" for name in engines)
+    columns = "".join(f" {name + ' x [range] steps/s':>32}" for name in engines)
     print(f"{'k':>3} {'anchor runs/s':>14}{columns} {'|anchor-plain|':>15} {'same steps':>10}")
     rows = []
     with threadpool_limits(limits=threads):
@@ -153,7 +202,8 @@ def main(
             row = measure(k, runs=runs, anchor_runs=anchor_runs, blocks=blocks, device=dev, engines=engines)
             rows.append(row)
             cells = "".join(
-                f" {f'{m:.1f}x [{lo:.1f}-{hi:.1f}]':>24}" for m, lo, hi in (row.ratios[e] for e in row.ratios)
+                f" {f'{m:.1f}x [{lo:.1f}-{hi:.1f}] {_si(row.step_rates[e])}':>32}"
+                for e, (m, lo, hi) in row.ratios.items()
             )
             print(
                 f"{k:>3} {row.anchor_rate:>14.2f}{cells} {row.anchor_vs_compiled:>15.1e}"

@@ -59,7 +59,16 @@ def test_bench_trainer_prints_the_speedup_last(capsys):
 
 
 @pytest.mark.parametrize(
-    "argv", [["--k", "8,x"], ["--k", "0"], ["--runs", "0"], ["--anchor-runs", "0"], ["--threads", "0"]]
+    "argv",
+    [
+        ["--k", "8,x"],
+        ["--k", "0"],
+        ["--runs", "0"],
+        ["--anchor-runs", "0"],
+        ["--threads", "0"],
+        ["--engines", "fast"],
+        ["--engines", "torch,compiled fast"],
+    ],
 )
 def test_bench_trainer_bad_input_is_one_line(argv, capsys):
     assert main(["bench", "trainer", *argv]) == 2
@@ -71,3 +80,35 @@ def test_bench_trainer_bad_input_is_one_line(argv, capsys):
 def test_bench_trainer_on_cuda_without_a_gpu_is_one_line(capsys):
     assert main(["bench", "trainer", "--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_bench_trainer_columns_are_engines_with_or_without_the_finish(capsys):
+    from study.bench.trainer import engine_config
+
+    assert engine_config("compiled plain") == TrainConfig(engine="compiled")
+    assert engine_config("torch") == TrainConfig(engine="torch", newton_polish=True, newton_polish_at=1e-2)
+    assert engine_config("auto") is None and engine_config("torch fast") is None
+    assert (
+        main(
+            ["bench", "trainer", "--k", "3", "--runs", "4", "--anchor-runs", "2", "--engines", "torch plain"]
+        )
+        == 0
+    )
+    row = capsys.readouterr().out.strip().splitlines()[-2].split()
+    steps_per_second = float(row[4].removesuffix("/s").rstrip("kMG"))  # e.g. 31.2k/s
+    assert row[0] == "3" and steps_per_second > 0
+
+
+def test_bench_gpu_grid_trains_and_certifies_each_cell_by_the_engine_asked(capsys):
+    assert (
+        main(["bench", "gpu-grid", "--runs", "2", "--k", "6", "--device", "cpu", "--engines", "compiled"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "engine='compiled'" in out and "total:" in out
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("k=")] == [
+        "k= 6 n= 6",
+        "k= 6 n= 7",
+        "k= 6 n= 8",
+    ]
+    assert main(["bench", "gpu-grid", "--engines", "fast"]) == 2

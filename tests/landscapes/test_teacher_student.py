@@ -171,15 +171,28 @@ def test_xavier_init_matches_published_scale():
     assert float(theta.var()) == pytest.approx(0.1, rel=0.05)
 
 
-@pytest.mark.gpu
-def test_cuda_matches_cpu():
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",  # the same comparison in the default suite, so an API change breaks it here
+        pytest.param(
+            "cuda",
+            marks=[
+                pytest.mark.gpu,
+                pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+            ],
+        ),
+    ],
+)
+def test_cuda_matches_cpu(device):
     cpu = TeacherStudent(TeacherStudentConfig(k=6, n=6))
-    gpu = TeacherStudent(TeacherStudentConfig(k=6, n=6), device="cuda")
+    gpu = TeacherStudent(TeacherStudentConfig(k=6, n=6), device=device)
     theta = cpu.init(list(range(8)))
-    torch.testing.assert_close(gpu.grad(theta.cuda()).cpu(), cpu.grad(theta), rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(gpu.hessian(theta.cuda()).cpu(), cpu.hessian(theta), rtol=1e-10, atol=1e-12)
+    assert gpu.grad(theta.to(device)).device.type == device
+    torch.testing.assert_close(gpu.grad(theta.to(device)).cpu(), cpu.grad(theta), rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(
+        gpu.hessian(theta.to(device)).cpu(), cpu.hessian(theta), rtol=1e-10, atol=1e-12
+    )
 
 
 def test_non_orthogonal_teacher_is_equiangular_and_realizable():
