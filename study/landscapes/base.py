@@ -146,6 +146,11 @@ class Landscape(ABC):
         """A representative of each end point modulo the landscape's symmetry group, ``(R, P)``."""
         return theta
 
+    def escape_descents(self, starts: Tensor, threshold: Tensor, *, lr: float, steps: int) -> Tensor | None:
+        """The escape test's descents compiled (the landscape's own kernel), the lowest loss along each
+        from ``starts: (E, P)``, ``(E,)``; None: no kernel, the torch loop runs them."""
+        return None
+
     def family_invariants(self, theta: Tensor) -> np.ndarray:
         """Numbers exactly invariant under the landscape's symmetry that, with the loss and the sorted
         spectrum, tell families of end points apart (re-verification by family), ``(R, m)``; none here."""

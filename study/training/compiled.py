@@ -256,18 +256,14 @@ def escape_compiled(
     landscape: Landscape, starts: Tensor, threshold: Tensor, *, lr: float, steps: int
 ) -> Tensor | None:
     """The lowest loss along plain descents of step ``lr`` from ``starts: (E, P)`` (float64, CPU), each
-    stopping once below its ``threshold: (E,)`` or not finite, ``(E,)``: the landscape kernel's
-    ``escape`` (the escape test's descents); None where it has none (the caller runs the torch loop).
+    stopping once below its ``threshold: (E,)`` or not finite, ``(E,)``: the landscape's compiled
+    ``escape_descents`` (the escape test's); None where it has none (the caller runs the torch loop).
     Threads: torch's intra-op count, as training."""
-    escape = getattr(landscape.descent_kernel(), "escape", None)
-    if escape is None or starts.device.type != "cpu" or starts.dtype != torch.float64:
+    if starts.device.type != "cpu" or starts.dtype != torch.float64:
         return None
     previous = numba.get_num_threads()
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
     try:
-        lowest = escape(
-            starts.detach().numpy(), threshold.detach().numpy().astype(np.float64), lr=lr, steps=steps
-        )
+        return landscape.escape_descents(starts, threshold, lr=lr, steps=steps)
     finally:
         numba.set_num_threads(previous)
-    return torch.as_tensor(lowest)

@@ -362,12 +362,3 @@ class TeacherStudentKernel:
 
     def descend(self, rows: np.ndarray, state: DescentState) -> None:
         descend_rows(rows, self.teacher(), state)
-
-    def escape(self, starts: np.ndarray, threshold: np.ndarray, *, lr: float, steps: int) -> np.ndarray:
-        """The escape test's descents from ``starts: (E, P)`` (:mod:`.escape`): lowest losses ``(E,)``."""
-        from study.landscapes.teacher_student.escape import escape_rows
-
-        teacher, lowest = self.teacher(), np.full(starts.shape[0], math.inf)
-        points = np.ascontiguousarray(starts.reshape(starts.shape[0], -1, self.V.shape[1]), dtype=np.float64)
-        escape_rows(points, teacher.Vp, self.identity, teacher.term, lr, steps, threshold, lowest)
-        return lowest

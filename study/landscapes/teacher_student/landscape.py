@@ -255,6 +255,23 @@ class TeacherStudent(Landscape):
                 out.append(Certificate(True, radius, "radius bound"))
         return out
 
+    def escape_descents(self, starts: Tensor, threshold: Tensor, *, lr: float, steps: int) -> Tensor | None:
+        """The escape test's descents in numba (:mod:`study.landscapes.teacher_student.escape`); float64
+        on CPU only."""
+        if starts.device.type != "cpu" or starts.dtype != torch.float64:
+            return None
+        from study.landscapes.teacher_student.escape import escape_rows
+        from study.landscapes.teacher_student.kernel import TeacherStudentKernel
+
+        kernel = TeacherStudentKernel(
+            np.ascontiguousarray(self.V.cpu().numpy(), dtype=np.float64), self.cfg.teacher == "identity"
+        )
+        teacher, lowest = kernel.teacher(), np.full(starts.shape[0], math.inf)
+        points = np.ascontiguousarray(starts.detach().numpy().reshape(starts.shape[0], self.cfg.n, -1))
+        bound = np.ascontiguousarray(threshold.detach().numpy(), dtype=np.float64)
+        escape_rows(points, teacher.Vp, teacher.identity, teacher.term, lr, steps, bound, lowest)
+        return torch.as_tensor(lowest)
+
     def family_invariants(self, theta: Tensor) -> np.ndarray:
         """:func:`study.landscapes.teacher_student.families.symmetry_invariants` per row, ``(R, 2 n d)``."""
         from study.landscapes.teacher_student.families import symmetry_invariants
