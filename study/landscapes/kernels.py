@@ -73,3 +73,7 @@ class CudaDescent(Protocol):
         """Run the replicas ``rows: (A,)`` (device int64) of a packed launch: replica r belongs to
         ``cells[cell[r]]`` (kernels of this same kind); ``state`` holds device arrays."""
         ...
+
+
+#: bytes of dynamic shared memory a CUDA block gets without an opt-in; a cell needing more runs elsewhere
+CUDA_SHARED_LIMIT = 48 * 1024
