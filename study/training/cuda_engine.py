@@ -72,8 +72,8 @@ def train_cuda_cells(
     from numba import cuda
 
     start = time.perf_counter()
-    kernels = [landscape.cuda_descent() for landscape, _ in problems]
-    if any(k is None for k in kernels) or len({type(k) for k in kernels}) != 1:
+    kernels = [k for landscape, _ in problems if (k := landscape.cuda_descent()) is not None]
+    if len(kernels) != len(problems) or len({type(k) for k in kernels}) != 1:
         raise ValueError("engine 'cuda': every landscape of a launch needs a CUDA loop of one kind")
     sizes = [theta0.shape[0] for _, theta0 in problems]
     widest = max(theta0.shape[1] for _, theta0 in problems)

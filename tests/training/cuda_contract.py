@@ -49,11 +49,11 @@ def assert_same(a: TrainResult, b: TrainResult) -> None:
 
 def test_two_cells_in_one_launch_with_budgets_and_the_newton_finish():
     """k = n = 3 (identity teacher) and k = 3, n = 4 (Gaussian teacher) in one launch."""
-    config = TrainConfig(max_steps=250, newton_polish=True, newton_polish_at=3e-2, curve_points=12)
+    config = TrainConfig(max_steps=600, newton_polish=True, newton_polish_at=0.1, curve_points=12)
     square = TeacherStudent(TeacherStudentConfig(k=3, n=3), device=DEVICE)
     wide = TeacherStudent(TeacherStudentConfig(k=3, n=4, teacher="gaussian", teacher_seed=1), device=DEVICE)
     starts = [square.init([0, 1, 2]), wide.init([3, 4])]
-    budgets = [torch.tensor([250, 40, 250]), None]
+    budgets = [torch.tensor([600, 40, 600]), None]
     results = train_cuda_cells(
         [(square, starts[0]), (wide, starts[1])], config, budgets=budgets, threads=LANES
     )
@@ -62,7 +62,7 @@ def test_two_cells_in_one_launch_with_budgets_and_the_newton_finish():
         assert_same(result, _compiled(landscape, theta0, config, budget))
         stops |= set(result.stop_reason)
     assert int(results[0].steps[1]) == 40 and results[0].stop_reason[1] == "max_steps"  # its budget
-    assert int(results[0].newton_steps.sum() + results[1].newton_steps.sum()) > 0, stops  # Newton ran
+    assert int(results[0].newton_steps.sum()) > 0 and "converged" in stops  # the Newton finish ran
 
 
 def test_forced_restarts_and_divergence():
@@ -77,7 +77,7 @@ def test_forced_restarts_and_divergence():
 def test_a_stall_with_a_general_teacher():
     landscape = TeacherStudent(TeacherStudentConfig(k=3, n=4, teacher="non_orthogonal"), device=DEVICE)
     theta0 = landscape.init([7, 8])
-    config = TrainConfig(max_steps=200, stall_window=20, stall_rtol=0.05, stall_reductions=1, curve_points=8)
+    config = TrainConfig(max_steps=400, stall_window=20, stall_rtol=0.05, stall_reductions=1, curve_points=8)
     result = train_cuda(landscape, theta0, config, threads=LANES)
     assert "stalled" in result.stop_reason
     assert_same(result, _compiled(landscape, theta0, config))

@@ -39,7 +39,8 @@ from study.landscapes.teacher_student.kernel import TWO_PI, acos_body
 THREADS = 32  # lanes per replica: one warp
 _TINY = 1e-300
 
-if config.ENABLE_CUDASIM:  # the simulator swaps module globals on every device-function call (slow):
+# the simulator swaps module globals on every device-function call (slow): plain functions there
+if config.ENABLE_CUDASIM:  # type: ignore[attr-defined]
 
     def device(function: Any) -> Any:
         return function  # plain calls: the simulator runs the kernel as Python anyway
@@ -167,7 +168,7 @@ def _loss(
                 nv += V[t, c] * V[t, c]
             s -= _h(X[i], norm[i], V[t], math.sqrt(nv), d)
         partial[i] = s
-    cuda.syncthreads()
+    cuda.syncthreads()  # type: ignore[call-arg]
     total = 0.0
     for i in range(n):
         total += partial[i]
@@ -192,7 +193,7 @@ def descend_kernel(rows: Any, cells: Cells, state: DescentState, counter: Any) -
     )
     C = curve_steps.shape[0]
     while True:
-        cuda.syncthreads()
+        cuda.syncthreads()  # type: ignore[call-arg]
         if lane == 0:
             slot[0] = cuda.atomic.add(counter, 0, 1)
         cuda.syncthreads()
