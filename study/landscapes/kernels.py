@@ -69,7 +69,14 @@ class CudaDescent(Protocol):
         """Shared memory one replica of this cell needs while it descends."""
         ...
 
-    def descend_cells(self, cells: Sequence[Any], cell: Any, rows: Any, state: DescentState) -> None:
-        """Run the replicas ``rows: (A,)`` (device int64) of a packed launch: replica r belongs to
-        ``cells[cell[r]]`` (kernels of this same kind); ``state`` holds device arrays."""
+    def descend_cells(
+        self, cells: Sequence[Any], cell: Any, rows: Any, state: DescentState, *, threads: int
+    ) -> None:
+        """Run the replicas ``rows: (A,)`` (device int64) of a packed launch, ``threads`` lanes each:
+        replica r belongs to ``cells[cell[r]]`` (kernels of this same kind); ``state`` holds device
+        arrays."""
         ...
+
+
+#: bytes of dynamic shared memory a CUDA block gets without an opt-in; a cell needing more runs elsewhere
+CUDA_SHARED_LIMIT = 48 * 1024

@@ -13,7 +13,7 @@ from study.diagnostics.basin import basin_columns
 from study.diagnostics.critical import classify
 from study.procedures.base import Job, device_name
 from study.record import RunBatch
-from study.training.gd import TrainConfig, train, uses_compiled
+from study.training.gd import TrainConfig, engine_for, train
 
 # besides the record's core columns: classify's second-order and kink verdicts, the basin line test
 COLUMNS = (
@@ -48,7 +48,7 @@ def run(job: Job, seeds: list[int], *, progress: Callable[[int, int], None] | No
     frame["final_lr"] = result.lr.cpu().numpy()
     frame["converged"] = result.converged.cpu().numpy()
     frame["stop_reason"] = result.stop_reason
-    frame["engine"] = "compiled" if uses_compiled(landscape, theta0, config) else "torch"
+    frame["engine"] = engine_for(landscape, theta0, config)
     frame["train_seconds_per_run"] = train_seconds / max(1, len(seeds))
     frame["seconds_per_run"] = (time.perf_counter() - start) / max(1, len(seeds))
     frame["device"] = device_name(job.device)

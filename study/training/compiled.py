@@ -122,7 +122,7 @@ def _run(
             pending = pending[flags[pending, SWITCHED]]
             if pending.size == 0 or landscape is None:
                 break
-            ok, pending = _newton(landscape, config, state, pending, newton_steps)
+            ok, pending = newton_round(landscape, config, state, pending, newton_steps)
             n_done += ok.size
             if progress is not None and ok.size > 0:
                 progress(n_done, R)
@@ -131,7 +131,7 @@ def _run(
     return state, newton_steps
 
 
-def _newton(
+def newton_round(
     landscape: Landscape,
     config: TrainConfig,
     state: DescentState,
@@ -140,12 +140,13 @@ def _newton(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The guarded Newton finish (batched torch) on the host state's replicas ``pending`` at their
     switch point: (accepted rows, refused rows, whose switch point is now 100 times lower)."""
-    start = torch.as_tensor(state.theta[pending])
+    P = landscape.n_params  # a packed launch pads rows to its widest cell
+    start = torch.as_tensor(state.theta[pending, :P]).to(landscape.device)
     finish = newton_finish(landscape, start, tol=config.tol, max_steps=config.newton_max_steps)
-    accepted = finish.accepted.numpy()
+    accepted = finish.accepted.cpu().numpy()
     ok = pending[accepted]
-    state.theta[ok] = finish.theta[finish.accepted].numpy()
-    newton_steps[ok] = finish.steps[finish.accepted].numpy()
+    state.theta[ok, :P] = finish.theta[finish.accepted].cpu().numpy()
+    newton_steps[ok] = finish.steps[finish.accepted].cpu().numpy()
     state.ints[ok, STEP] += newton_steps[ok]
     state.flags[ok, CONVERGED] = True
     refused = pending[~accepted]  # resume descent, try again 100x lower

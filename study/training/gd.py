@@ -28,6 +28,7 @@ __all__ = [
     "log_grid",
     "newton_finish",
     "train",
+    "engine_for",
     "uses_compiled",
 ]
 
@@ -65,7 +66,26 @@ def uses_compiled(landscape: Landscape, theta0: Tensor, config: TrainConfig) -> 
             f"engine 'compiled' needs a landscape with a compiled kernel on CPU in float64; "
             f"{landscape.name} on {theta0.device.type} in {theta0.dtype} has none (use 'torch' or 'auto')"
         )
-    return config.engine != "torch" and able
+    return config.engine in ("auto", "compiled") and able
+
+
+def engine_for(landscape: Landscape, theta0: Tensor, config: TrainConfig) -> str:
+    """The engine :func:`train` runs: "compiled", "cuda" or "torch" (a ``ValueError`` naming ``engine``
+    where the one asked for cannot run)."""
+    if uses_compiled(landscape, theta0, config):
+        return "compiled"
+    if config.engine == "cuda" or (config.engine == "auto" and theta0.device.type == "cuda"):
+        from study.training.cuda_engine import cuda_available, cuda_fits
+
+        if cuda_fits(landscape, theta0) and cuda_available():
+            return "cuda"
+        if config.engine == "cuda":
+            raise ValueError(
+                f"engine 'cuda' needs a landscape with a CUDA loop that fits a block, float64 and a CUDA "
+                f"device (or NUMBA_ENABLE_CUDASIM=1); {landscape.name} in {theta0.dtype} has none "
+                f"(use 'torch' or 'auto')"
+            )
+    return "torch"
 
 
 def train(
@@ -92,10 +112,15 @@ def train(
     refills) is handled only on the iterations where it can happen, which are known in advance
     (budgets, curve samples) or flagged by that test.
     """
-    if uses_compiled(landscape, theta0, config):
+    engine = engine_for(landscape, theta0, config)
+    if engine == "compiled":
         from study.training.compiled import train_compiled
 
         return train_compiled(landscape, theta0, config, progress=progress, budget=budget)
+    if engine == "cuda":
+        from study.training.cuda_engine import train_cuda
+
+        return train_cuda(landscape, theta0, config, progress=progress, budget=budget)
     start = time.perf_counter()
     R = theta0.shape[0]
     device = theta0.device

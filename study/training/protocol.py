@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-ENGINES = ("auto", "compiled", "torch")
+ENGINES = ("auto", "compiled", "cuda", "torch")
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,10 @@ class TrainConfig:
     stall_lr_factor: float = 0.1  # a stalled replica first continues with its step times this factor,
     stall_reductions: int = 2  # up to this many times, and only then stops as "stalled"
     # "compiled": the landscape's compiled per-replica loop on CPU (study.training.compiled);
-    # "torch": the batched torch loop below (every landscape, every device); "auto": compiled where
-    # the landscape has one and runs on CPU in float64, else torch. Both give the same end points.
+    # "cuda": its per-replica loop on a CUDA device (study.training.cuda_engine); "torch": the
+    # batched torch loop (every landscape, every device); "auto": compiled where the landscape has one
+    # and runs on CPU in float64, cuda where it has one and runs on CUDA in float64, else torch. All
+    # give the same end points.
     engine: str = "auto"
 
     def __post_init__(self) -> None:

@@ -53,8 +53,7 @@ _QS1, _QS2 = -2.40339491173441421878e00, 2.02094576023350569471e00
 _QS3, _QS4 = -6.88283971605453293030e-01, 7.70381505559019352791e-02
 
 
-@njit(inline="always", cache=True, error_model="numpy")
-def acos(x: float) -> float:
+def acos_body(x: float) -> float:
     """arccos on [-1, 1] without branches (fdlibm's reduction and rational approximation).
 
     |x| <= 1/2: pi/2 - (x + x R(x^2)); x > 1/2: 2 asin(sqrt((1 - x) / 2)); x < -1/2: pi minus that.
@@ -71,6 +70,9 @@ def acos(x: float) -> float:
     positive = 2.0 * (s + s * r)
     negative = math.pi - 2.0 * (s + (s * r - _PIO2_LO))
     return (positive if x > 0.0 else negative) if big else small
+
+
+acos = njit(inline="always", cache=True, error_model="numpy")(acos_body)  # the CUDA loop compiles the same
 
 
 def padded(size: int) -> int:

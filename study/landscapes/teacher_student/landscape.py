@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from study.landscapes.base import INIT_SCHEMES, Certificate, Landscape, init_weight_matrices
-from study.landscapes.kernels import DescentKernel
+from study.landscapes.kernels import CudaDescent, DescentKernel
 from study.landscapes.teacher_student.population import (
     differentiability_margins,
     pair_geometry,
@@ -135,6 +135,15 @@ class TeacherStudent(Landscape):
 
         V = np.ascontiguousarray(self.V.detach().cpu().numpy(), dtype=np.float64)  # (k, d)
         return TeacherStudentKernel(V=V, identity=self.cfg.teacher == "identity")
+
+    def cuda_descent(self) -> CudaDescent:
+        """The loop on a CUDA device (:mod:`study.landscapes.teacher_student.cuda_kernel`; numba.cuda is
+        imported only here)."""
+        from study.landscapes.teacher_student.cuda_kernel import TeacherStudentCuda
+        from study.landscapes.teacher_student.kernel import teacher_term
+
+        V = np.ascontiguousarray(self.V.detach().cpu().numpy(), dtype=np.float64)  # (k, d)
+        return TeacherStudentCuda(V, self.cfg.n, self.cfg.teacher == "identity", teacher_term(V))
 
     def stationarity_from_grad(self, theta: Tensor, grad: Tensor) -> Tensor:
         """max_i |2 pi grad_{w_i} F| (Safran & Shamir's stopping rule), ``(R,)``."""
