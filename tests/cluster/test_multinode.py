@@ -27,11 +27,11 @@ from study.tracking.mlflow_sink import default_tracking_uri
 from tests.cluster.conftest import tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[2]
-TRIALS = 5
-# The node-loss hunt must outlast a node's start after the kill (10-30 s on a loaded machine): with the
-# compiled engine 5 trials of these runs took ~10 s and ended before the joined node ran any chunk
-# (3 failures in 4 runs); 40 trials keep the one surviving worker busy for about a minute.
-NODE_LOSS_TRIALS = 40
+# Each hunt must outlast what the test does while it runs: a node's start after the kill (10-30 s on a
+# loaded machine), or the poll for a running chunk after the first trial. With the compiled engine 5
+# trials of these runs took ~10 s and ended first (node loss: 4 failures in 5 runs; driver kill: 1 in 7);
+# 40 trials keep the workers busy for about a minute.
+TRIALS = 40
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads process titles from /proc"),
@@ -148,16 +148,16 @@ def assert_each_run_exactly_once(out: Path, raw: dict) -> None:
     assert sorted(zip(csv["seed_base"], csv["seed"], strict=True)) == expected
 
 
-def write_pipeline(tmp_path: Path, prefix: str, trials: int = TRIALS) -> tuple[Path, dict]:
+def write_pipeline(tmp_path: Path, prefix: str) -> tuple[Path, dict]:
     # chunks of one run: many short tasks, spread over every node
-    raw = tiny_pipeline(prefix, trials=trials, runs_per_trial=4, chunk_size=1, sampler="random")
+    raw = tiny_pipeline(prefix, trials=TRIALS, runs_per_trial=4, chunk_size=1, sampler="random")
     path = tmp_path / f"{prefix}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path, raw
 
 
 def test_a_hunt_survives_losing_a_worker_node_mid_chunk(tmp_path, cluster):
-    pipeline, raw = write_pipeline(tmp_path, "nodeloss", NODE_LOSS_TRIALS)
+    pipeline, raw = write_pipeline(tmp_path, "nodeloss")
     out = tmp_path / "hunt"
     hunt = start_hunt(cluster, pipeline, out)
     try:
