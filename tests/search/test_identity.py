@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from study.diagnostics.critical import DiagnosticsConfig
+from study.diagnostics.verify import FamilyVerification
 from study.search.hunt_study import OFFSET, SEQUENCE
 from study.search.identity import (
     IDENTITY_FILE,
@@ -38,6 +39,7 @@ CHANGES: dict[str, Any] = {
     "procedure": "two_phase_sgd",
     "train": dataclasses.replace(BASE.train, lr=0.05),
     "diagnostics": DiagnosticsConfig(gap_tol=1e-4),
+    "verify": FamilyVerification(per_family=0),
     "runs_per_trial": 8,
     "chunk_size": 4,
     "seed": 1,
@@ -62,6 +64,7 @@ EXPECTED_SCHEDULING = {
     "resources",
     "max_inflight",
     "source",
+    "verify",  # how many members of a family are verified in full: cost, not verdicts
 }
 
 
