@@ -186,7 +186,7 @@ def _run(
     on_trial: Callable[[dict[str, Any]], None] | None,
 ) -> pd.DataFrame:
     out = options.out
-    invoked = time.perf_counter()
+    invoked, invoked_at = time.perf_counter(), time.time()  # this invocation's wall starts here
     stopwatch = Stopwatch()  # the account's stages, from every thread of this invocation
     study = open_study(spec, storage)
     stored = study.user_attrs.get(IDENTITY_ATTR)
@@ -232,7 +232,7 @@ def _run(
     tables = HuntTables(out, lambda: trials_table(study))
     tables.rebuild()  # once: a resumed hunt's tables from its files; later trials are appended
     writer = TrialWriter(study, spec, tracker, out, tables, verify=pool.verify, stopwatch=stopwatch)
-    invocations = open_invocation(out)
+    invocations = open_invocation(out, started=invoked_at)
     hunt_start = time.perf_counter()
     stopwatch.add("start_finish", hunt_start - invoked)
     status = "FINISHED"
@@ -253,21 +253,23 @@ def _run(
         found = len(counterexamples(runs)) if len(runs) else 0
         tracker.finish_hunt(status=status, metrics=summary_metrics(len(runs), found))
         write_json({**record, "finished": time.time(), "status": status, "stopped": stop}, out / "hunt.json")
-    wall = time.perf_counter() - hunt_start
-    write_csv(writer.stopwatch.frame(), out / "driver_timing.csv")
-    stopwatch.add("start_finish", time.perf_counter() - looped)
-    stats = {
-        "wall_seconds": wall,
-        "tracking_seconds": tracker.seconds,
-        "runs_logged": tracker.runs_logged,
-        "tracking_share": tracker.seconds / wall if wall > 0 else 0.0,
-        "cluster_cpus": pool.cluster.cpus,
-        "cluster_gpus": pool.cluster.gpus,
-        **close_invocation(invocations, wall),  # this run's wall above; the hunt's over its invocations
-        "account": hunt_account(out, stopwatch.stages, time.perf_counter() - invoked, pool.cluster.cpus),
-    }
-    write_json(stats, out / "hunt_stats.json")
-    write_summary(out)  # reads the invocations just written
+        write_csv(writer.stopwatch.frame(), out / "driver_timing.csv")
+        stopwatch.add("start_finish", time.perf_counter() - looped)
+        # one wall, from the start of this invocation, for its entry and the account: both written here,
+        # so a driver stopped by an exception or Ctrl-C is in both
+        wall = time.perf_counter() - invoked
+        stats = {
+            "wall_seconds": wall,
+            "tracking_seconds": tracker.seconds,
+            "runs_logged": tracker.runs_logged,
+            "tracking_share": tracker.seconds / wall if wall > 0 else 0.0,
+            "cluster_cpus": pool.cluster.cpus,
+            "cluster_gpus": pool.cluster.gpus,
+            **close_invocation(invocations, wall),  # this run's wall above; the hunt's over its invocations
+            "account": hunt_account(out, stopwatch.stages, wall, pool.cluster.cpus),
+        }
+        write_json(stats, out / "hunt_stats.json")
+        write_summary(out)  # reads the invocations just written
     return trials_table(study)
 
 
