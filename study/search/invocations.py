@@ -27,10 +27,10 @@ def open_invocation(out: Path, started: float | None = None) -> list[dict[str, A
         invocations.append({"started": None, "finished": None, "wall_seconds": float(stats["wall_seconds"])})
     for entry in invocations:
         if entry.get("wall_seconds") is None:
-            started = float(entry["started"])
+            began = float(entry["started"])
             written = [p.stat().st_mtime for p in (out / "trials").glob("trial-*")]
-            entry["finished"] = max([started, *(t for t in written if t >= started)])
-            entry["wall_seconds"] = entry["finished"] - started
+            entry["finished"] = max([began, *(t for t in written if t >= began)])
+            entry["wall_seconds"] = entry["finished"] - began
             entry["killed"] = True
     invocations.append(
         {"started": time.time() if started is None else started, "finished": None, "wall_seconds": None}

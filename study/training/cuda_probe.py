@@ -24,7 +24,7 @@ PROBE_SIZE = 1000  # entries of the probe's vectors: 8 blocks of 128 threads
 
 @cuda.jit
 def _axpy(a, x, y, out):  # out = a x + y, one thread per entry; compiled at its first launch
-    i = cuda.grid(1)
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     if i < out.size:
         out[i] = a * x[i] + y[i]
 
@@ -50,7 +50,8 @@ def probe_kernel() -> CudaProbe:
         _axpy[(x.size + 127) // 128, 128](2.0, x, y, out)
     except Exception as exc:  # noqa: BLE001 - any failure to compile or run is the answer
         return CudaProbe(False, f"numba-cuda failed to compile or run a kernel: {_one_line(exc)}")
-    device = "simulator" if simulator else str(cuda.get_current_device().name)
+    name = "simulator" if simulator else cuda.get_current_device().name  # bytes in some numba versions
+    device = name.decode() if isinstance(name, bytes) else str(name)
     if not np.array_equal(out, 2.0 * x + 1.0):
         return CudaProbe(False, f"numba-cuda kernel gave a wrong answer on {device}")
     return CudaProbe(True, device)
