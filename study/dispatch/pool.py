@@ -49,12 +49,19 @@ class _Trial(Generic[Key]):
     def so_far(self) -> list[RunBatch]:
         return [self.results[i] for i in sorted(self.results)]
 
+    def prefix(self) -> list[RunBatch]:
+        """The finished chunks before the first unfinished one: the trial's first seeds, in seed order."""
+        ended = 0
+        while ended in self.results:
+            ended += 1
+        return [self.results[i] for i in range(ended)]
+
 
 @dataclass(frozen=True)
 class Waited(Generic[Key]):
     """What one :meth:`ChunkPool.wait` saw: runs finished by the chunks that ended, trials now complete
     (their chunk results or the first chunk's exception), and unfinished trials that gained a chunk
-    (their chunks so far)."""
+    (their finished chunks before the first unfinished one: a prefix of their seeds)."""
 
     runs: int
     finished: list[tuple[Key, list[RunBatch] | BaseException]]
@@ -176,7 +183,7 @@ class ChunkPool(Generic[Key]):
             elif item.error is None:
                 progressed[id(item)] = item
         self.timer(DISPATCH, time.perf_counter() - begun)
-        return Waited(runs, finished, [(t.key, t.so_far()) for t in progressed.values()])
+        return Waited(runs, finished, [(t.key, t.prefix()) for t in progressed.values()])
 
     def _value(self, timed: ray_pool.Timed) -> Any:
         """A task's result, its seconds added to the account."""

@@ -22,11 +22,10 @@ from typing import Any
 import optuna
 import pandas as pd
 
-from study.diagnostics.critical import relabel_unknown_optimum
 from study.dispatch.pool import ChunkPool
 from study.dispatch.ray_pool import check_address
 from study.progress import progress_bar
-from study.record import RunBatch, load_runs, write_csv, write_json
+from study.record import load_runs, write_csv, write_json
 from study.reports.account import hunt_account
 from study.reports.summary import write_summary
 from study.search.finish import TrialWriter
@@ -55,7 +54,8 @@ from study.search.identity import (
     write_identity,
 )
 from study.search.invocations import close_invocation, open_invocation
-from study.search.objectives import counterexamples, objective_value, summary_metrics
+from study.search.objectives import counterexamples, summary_metrics
+from study.search.pruning import report_steps
 from study.search.samplers import grid_size, make_storage
 from study.search.tables import HuntTables, Stopwatch
 from study.spec import HuntSpec, PipelineError, sampler_options
@@ -186,7 +186,7 @@ def _run(
     on_trial: Callable[[dict[str, Any]], None] | None,
 ) -> pd.DataFrame:
     out = options.out
-    invoked = time.perf_counter()
+    invoked, invoked_at = time.perf_counter(), time.time()  # this invocation's wall starts here
     stopwatch = Stopwatch()  # the account's stages, from every thread of this invocation
     study = open_study(spec, storage)
     stored = study.user_attrs.get(IDENTITY_ATTR)
@@ -232,7 +232,7 @@ def _run(
     tables = HuntTables(out, lambda: trials_table(study))
     tables.rebuild()  # once: a resumed hunt's tables from its files; later trials are appended
     writer = TrialWriter(study, spec, tracker, out, tables, verify=pool.verify, stopwatch=stopwatch)
-    invocations = open_invocation(out)
+    invocations = open_invocation(out, started=invoked_at)
     hunt_start = time.perf_counter()
     stopwatch.add("start_finish", hunt_start - invoked)
     status = "FINISHED"
@@ -253,21 +253,23 @@ def _run(
         found = len(counterexamples(runs)) if len(runs) else 0
         tracker.finish_hunt(status=status, metrics=summary_metrics(len(runs), found))
         write_json({**record, "finished": time.time(), "status": status, "stopped": stop}, out / "hunt.json")
-    wall = time.perf_counter() - hunt_start
-    write_csv(writer.stopwatch.frame(), out / "driver_timing.csv")
-    stopwatch.add("start_finish", time.perf_counter() - looped)
-    stats = {
-        "wall_seconds": wall,
-        "tracking_seconds": tracker.seconds,
-        "runs_logged": tracker.runs_logged,
-        "tracking_share": tracker.seconds / wall if wall > 0 else 0.0,
-        "cluster_cpus": pool.cluster.cpus,
-        "cluster_gpus": pool.cluster.gpus,
-        **close_invocation(invocations, wall),  # this run's wall above; the hunt's over its invocations
-        "account": hunt_account(out, stopwatch.stages, time.perf_counter() - invoked, pool.cluster.cpus),
-    }
-    write_json(stats, out / "hunt_stats.json")
-    write_summary(out)  # reads the invocations just written
+        write_csv(writer.stopwatch.frame(), out / "driver_timing.csv")
+        stopwatch.add("start_finish", time.perf_counter() - looped)
+        # one wall, from the start of this invocation, for its entry and the account: both written here,
+        # so a driver stopped by an exception or Ctrl-C is in both
+        wall = time.perf_counter() - invoked
+        stats = {
+            "wall_seconds": wall,
+            "tracking_seconds": tracker.seconds,
+            "runs_logged": tracker.runs_logged,
+            "tracking_share": tracker.seconds / wall if wall > 0 else 0.0,
+            "cluster_cpus": pool.cluster.cpus,
+            "cluster_gpus": pool.cluster.gpus,
+            **close_invocation(invocations, wall),  # this run's wall above; the hunt's over its invocations
+            "account": hunt_account(out, stopwatch.stages, wall, pool.cluster.cpus),
+        }
+        write_json(stats, out / "hunt_stats.json")
+        write_summary(out)  # reads the invocations just written
     return trials_table(study)
 
 
@@ -283,7 +285,8 @@ def _loop(
     scheme: str,
 ) -> str:
     """Keep the pool full until the trials or the time budget are spent, prune hopeless trials after
-    each chunk, hand finished trials to the writer, report progress. Returns why it stopped."""
+    each chunk (reported at fixed steps: :mod:`study.search.pruning`), hand finished trials to the
+    writer, report progress. Returns why it stopped."""
     deadline = options.deadline
     bar = progress_bar(
         total=None if remaining >= UNLIMITED else remaining * spec.runs_per_trial,
@@ -299,6 +302,7 @@ def _loop(
     repeats_in_a_row = 0
     pruning = spec.pruner not in ("none", "nop", "off")
     previous_of: dict[int, list[int]] = {}  # trial number -> earlier trials of its configuration
+    reported: dict[int, int] = {}  # trial number -> the last step it reported (search.pruning)
     # configuration -> trials that trained it: finished before this driver began, or asked by it (maybe
     # not told yet)
     evaluated = evaluated_configurations(study)
@@ -369,14 +373,20 @@ def _loop(
             bar.update(waited.runs)
             for key, outcome in waited.finished:
                 asked, started = key
+                reported_at = reported.pop(asked.trial.number, 0)
+                if pruning and not isinstance(outcome, BaseException):  # every step, for later trials
+                    report_steps(spec, asked, outcome, reported_at)
                 writer.submit(asked, outcome, started, previous=previous_of.pop(asked.trial.number, []))
             if pruning:
-                for key, so_far in waited.progressed:
-                    if _should_prune(spec, key[0], so_far):
-                        asked, started = key
+                for key, prefix in waited.progressed:
+                    asked, started = key
+                    before = reported.get(asked.trial.number, 0)
+                    reported[asked.trial.number] = report_steps(spec, asked, prefix, before)
+                    if reported[asked.trial.number] > before and asked.trial.should_prune():
                         ran = pool.cancel(key)
                         writer.submit(asked, ran, started, pruned=True, previous=[])
                         previous_of.pop(asked.trial.number, None)
+                        reported.pop(asked.trial.number, None)
             harvest(wait=False)
         if to_ask > 0 and out_of_time():
             stop = "time budget spent"
@@ -388,13 +398,3 @@ def _loop(
     finally:
         bar.close()
     return stop
-
-
-def _should_prune(spec: HuntSpec, asked: AskedTrial, so_far: list[RunBatch]) -> bool:
-    """Report the trial's running estimate (step = runs so far) and ask the pruner. Where L* is unknown
-    the estimate labels the runs so far against their own best (the stored labels come later, from the
-    configuration's best: :mod:`study.search.labels`)."""
-    frame = relabel_unknown_optimum(RunBatch.concat(so_far).frame, gap_tol=spec.diagnostics.gap_tol, by=[])
-    value = objective_value(spec.objective[0], frame, asked.values)
-    asked.trial.report(value, step=len(frame))
-    return asked.trial.should_prune()

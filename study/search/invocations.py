@@ -2,7 +2,9 @@
 ``OUT/hunt_stats.json``: ``invocations``, one entry per driver start (``started`` and ``finished``, epoch
 seconds; ``wall_seconds``), and ``total_wall_seconds``, their sum. An entry is opened when a driver starts,
 so a driver killed with SIGKILL leaves it open; the next driver closes it at the newest trial file
-written after it started (``killed``: true), the last moment known to have been worked."""
+written after it started (``killed``: true), the last moment known to have been worked. A driver stopped
+by an exception or Ctrl-C closes its own entry, and adds the same wall to the hunt's ``account``
+(:mod:`study.reports.account`), so the two agree; a SIGKILLed driver's entry is in no account."""
 
 from __future__ import annotations
 
@@ -16,20 +18,23 @@ from study.reports.hunt import hunt_record
 STATS_FILE = "hunt_stats.json"
 
 
-def open_invocation(out: Path) -> list[dict[str, Any]]:
-    """Record this driver's start (closing one a killed driver left open); returns the invocations."""
+def open_invocation(out: Path, started: float | None = None) -> list[dict[str, Any]]:
+    """Record this driver's start (``started``, epoch seconds; default now), closing one a killed driver
+    left open; returns the invocations."""
     stats = hunt_record(out, STATS_FILE)
     invocations = [dict(entry) for entry in stats.get("invocations", []) if isinstance(entry, dict)]
     if not invocations and "wall_seconds" in stats:  # a hunt_stats.json from before invocations
         invocations.append({"started": None, "finished": None, "wall_seconds": float(stats["wall_seconds"])})
     for entry in invocations:
         if entry.get("wall_seconds") is None:
-            started = float(entry["started"])
+            began = float(entry["started"])
             written = [p.stat().st_mtime for p in (out / "trials").glob("trial-*")]
-            entry["finished"] = max([started, *(t for t in written if t >= started)])
-            entry["wall_seconds"] = entry["finished"] - started
+            entry["finished"] = max([began, *(t for t in written if t >= began)])
+            entry["wall_seconds"] = entry["finished"] - began
             entry["killed"] = True
-    invocations.append({"started": time.time(), "finished": None, "wall_seconds": None})
+    invocations.append(
+        {"started": time.time() if started is None else started, "finished": None, "wall_seconds": None}
+    )
     write_json({**stats, **totals(invocations)}, out / STATS_FILE)
     return invocations
 

@@ -36,11 +36,13 @@ def cuda_fits(landscape: Landscape, theta0: Tensor) -> bool:
     return kernel is not None and kernel.shared_bytes() <= CUDA_SHARED_LIMIT
 
 
-def cuda_available() -> bool:
-    """Whether numba sees a CUDA device (or its simulator)."""
-    from numba import cuda
+def cuda_unavailable() -> str | None:
+    """None where numba-cuda compiles and runs a kernel here (a device, or its simulator; probed once
+    per process: :func:`study.training.cuda_probe.cuda_probe`), else why not, in one line."""
+    from study.training.cuda_probe import cuda_probe
 
-    return bool(cuda.is_available())
+    probe = cuda_probe()
+    return None if probe.ok else probe.detail
 
 
 def train_cuda(

@@ -75,16 +75,19 @@ def engine_for(landscape: Landscape, theta0: Tensor, config: TrainConfig) -> str
     if uses_compiled(landscape, theta0, config):
         return "compiled"
     if config.engine == "cuda" or (config.engine == "auto" and theta0.device.type == "cuda"):
-        from study.training.cuda_engine import cuda_available, cuda_fits
+        from study.training.cuda_engine import cuda_fits, cuda_unavailable
 
-        if cuda_fits(landscape, theta0) and cuda_available():
+        if not cuda_fits(landscape, theta0):
+            problem: str | None = (
+                f"it needs a landscape with a CUDA loop that fits a block, in float64; "
+                f"{landscape.name} in {theta0.dtype} has none"
+            )
+        else:  # a toolchain that cannot compile: "auto" trains with torch, "cuda" is refused
+            problem = cuda_unavailable()
+        if problem is None:
             return "cuda"
         if config.engine == "cuda":
-            raise ValueError(
-                f"engine 'cuda' needs a landscape with a CUDA loop that fits a block, float64 and a CUDA "
-                f"device (or NUMBA_ENABLE_CUDASIM=1); {landscape.name} in {theta0.dtype} has none "
-                f"(use 'torch' or 'auto')"
-            )
+            raise ValueError(f"engine 'cuda' cannot run: {problem} (use 'torch' or 'auto')")
     return "torch"
 
 

@@ -49,6 +49,32 @@ def test_a_tiny_hunt_accounts_for_its_cores_and_a_resume_adds_to_it(tmp_path, ra
     assert "## Where the time went" in report and "| train |" in report and "busy:" in report
 
 
+def test_an_interrupted_and_resumed_hunt_has_one_wall_in_its_account_and_its_invocations(tmp_path, ray_local):
+    spec = parse_pipeline(tiny_pipeline("interrupted", trials=3, max_inflight=1))
+    out = tmp_path / "hunt"
+
+    def ctrl_c(row):
+        raise KeyboardInterrupt  # as Ctrl-C would, once the first trial is told
+
+    with pytest.raises(KeyboardInterrupt):
+        run_hunt(spec, HuntOptions(out=out, progress=False), on_trial=ctrl_c)
+    assert json.loads((out / "hunt.json").read_text())["status"] == "KILLED"
+    stopped = json.loads((out / "hunt_stats.json").read_text())
+    assert stopped["account"]["invocations"] == len(stopped["invocations"]) == 1
+    assert stopped["invocations"][0]["wall_seconds"] is not None  # closed by its own driver
+
+    run_hunt(spec, HuntOptions(out=out, progress=False))  # resumed to the end
+    stats = json.loads((out / "hunt_stats.json").read_text())
+    entries, account = stats["invocations"], stats["account"]
+    assert account["invocations"] == len(entries) == 2 and not any(e.get("killed") for e in entries)
+    walls = [e["wall_seconds"] for e in entries]
+    assert stats["total_wall_seconds"] == pytest.approx(sum(walls), rel=1e-12)
+    assert account["wall_seconds"] == pytest.approx(stats["total_wall_seconds"], rel=1e-12)
+    assert walls[0] == pytest.approx(stopped["invocations"][0]["wall_seconds"], rel=1e-12)
+    for entry in entries:  # each wall spans its driver from its start (Ray's start up included)
+        assert entry["finished"] - entry["started"] == pytest.approx(entry["wall_seconds"], abs=1.0)
+
+
 def test_the_account_sums_invocations_and_recomputes_the_busy_fraction():
     stages = {"train": 3.0, "classify_certify": 1.0, "reverify": 2.0, "worker_tasks": 7.0, "mlflow": 0.5}
     one = invocation_account(stages, wall=5.0, cores=2)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from study.dispatch.pool import ChunkPool
 from study.reports.report import build_report
 from study.search.driver import HuntOptions, run_hunt
 from study.search.samplers import make_storage
@@ -128,6 +129,51 @@ def test_pruner_stops_a_hopeless_trial_and_logs_what_it_ran(tmp_path, ray_local)
     (trial_run,) = [r for r in mlflow_runs(out, spec.name, "trial") if r.data.tags["optuna.trial"] == "1"]
     assert trial_run.info.status == "KILLED" and trial_run.data.tags["optuna.state"] == "PRUNED"
     assert trial_run.data.metrics["runs"] == len(ran)
+
+
+def test_median_pruner_compares_equal_steps_when_chunks_are_sized_by_time(tmp_path, ray_local, monkeypatch):
+    """Chunks sized by time: the first trial's come at chunk_size (nothing measured yet), every later
+    chunk holds one run (each measured run is slower than the target). Both trials still report at the
+    multiples of chunk_size, so the median pruner compares them: maximizing the non-global rate, the
+    trial that reaches the global minimum (k = n = 3) is below the first one's median and is pruned."""
+    pools: list[ChunkPool] = []
+    start = ChunkPool.start
+
+    def time_sized(**options):
+        pool = start(**options)
+        pool.chunk_seconds = 1.0e-9  # any measured run outlasts a chunk: one run per chunk
+        pools.append(pool)
+        return pool
+
+    monkeypatch.setattr(ChunkPool, "start", staticmethod(time_sized))
+    raw = tiny_pipeline(
+        "median",
+        search={"lr": {"type": "categorical", "choices": [1.0e-6, 0.1]}},
+        derived={},
+        fixed={"k": 3, "n": 3},
+        objective="non_global_rate",
+        sampler="grid",
+        pruner={"name": "median", "n_startup_trials": 1, "n_warmup_steps": 0},
+        runs_per_trial=16,
+        chunk_size=4,
+        max_inflight=1,
+        train={"tol": 1.0e-7, "max_steps": 3000, "newton_polish": True},
+    )
+    spec = parse_pipeline(raw)
+    out = tmp_path / "hunt"
+    table = run_hunt(spec, HuntOptions(out=out, progress=False, num_cpus=2))
+    (pool,) = pools
+    assert pool.chunk_runs(spec.runs_per_trial) == 1  # the second trial's chunks were sized by time
+    states = dict(zip(table["lr"], table["state"], strict=True))
+    assert states == {1.0e-6: "COMPLETE", 0.1: "PRUNED"}
+    first, pruned = load(out, spec.name).get_trials()
+    assert first.intermediate_values == {4: 1.0, 8: 1.0, 12: 1.0, 16: 1.0}  # every step, whatever chunks
+    # pruned at a multiple of 4 below 16 (the first at which the first trial had been told)
+    steps = sorted(pruned.intermediate_values)
+    assert steps and steps == list(range(4, steps[-1] + 1, 4)) and steps[-1] < 16, steps
+    assert set(pruned.intermediate_values.values()) == {0.0}, pruned.intermediate_values
+    ran = pd.read_csv(out / "runs.csv").query("trial == 1")
+    assert steps[-1] <= len(ran) < 16 and (ran["critical_point"] == "global_minimum").all()
 
 
 @pytest.mark.parametrize("repeats", ["accumulate", "skip"])
