@@ -20,8 +20,9 @@ and up to ``per_family`` more (:class:`FamilyVerification`, the pipeline's ``ver
 re-verified in full; the others carry the family's verdict, with ``verified_by`` naming the member it
 came from (``s<seed>``), when the verified members agree on it and the member's own loss matches their
 polished loss and its spectrum and invariants theirs within the same tolerances; any other member is
-re-verified itself. Inside a theorem's hypotheses every run is re-verified alone. Every run keeps its
-own certificate (the record's ``certified``, ``radius``) whatever its verdict's source.
+re-verified itself. Inside a theorem's hypotheses every run is re-verified alone, and so is every run
+of a batch with neither a dense spectrum nor invariants to compare (the loss alone is no family). Every
+run keeps its own certificate (the record's ``certified``, ``radius``) whatever its verdict's source.
 
 Verdicts: ``contradiction_candidate`` (survived all checks inside a theorem's hypotheses: a bug or a
 finding), ``confirmed`` (survived, outside any theorem's hypotheses: the hypothesis is needed) and
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -276,19 +277,8 @@ def with_verdicts(
 
     groups = features.families(alone=inside[chosen])
     verdicts = verified([m for group in groups for m in group[: 1 + families.per_family]])
-    alone: list[int] = []
-    for group in groups:
-        done = [m for m in group if m in verdicts]
-        for member in group[len(done) :]:
-            if len({verdicts[m].verdict for m in done}) == 1 and all(
-                features.agree(member, m, verdicts[m].loss) for m in done
-            ):
-                by = f"s{seeds[done[0]]}"
-                verdicts[member] = dataclasses.replace(
-                    verdicts[done[0]], stationarity=math.nan, radius=math.nan, verified_by=by
-                )
-            else:
-                alone.append(member)
+    carried, alone = carry_verdicts(groups, verdicts, features.agree, seeds)
+    verdicts.update(carried)
     verdicts.update(verified(alone))
     for position, row in enumerate(chosen):
         for name, value in verdicts[position].columns().items():
@@ -296,10 +286,38 @@ def with_verdicts(
     return out
 
 
+def carry_verdicts(
+    groups: list[list[int]],
+    verdicts: dict[int, Verdict],
+    agree: Callable[[int, int, float], bool],
+    seeds: Sequence[int],
+) -> tuple[dict[int, Verdict], list[int]]:
+    """The verdicts carried within families, and the members to verify alone. ``groups``: families of
+    candidate positions; ``verdicts``: those verified in full (each family's first members); a member
+    carries them only when they are one verdict and ``agree(member, verified, its polished loss)``
+    holds for each, else it is verified alone. ``seeds`` name the source (``verified_by = s<seed>``)."""
+    carried: dict[int, Verdict] = {}
+    alone: list[int] = []
+    for group in groups:
+        done = [m for m in group if m in verdicts]
+        for member in group[len(done) :]:
+            if len({verdicts[m].verdict for m in done}) == 1 and all(
+                agree(member, m, verdicts[m].loss) for m in done
+            ):
+                by = f"s{seeds[done[0]]}"
+                carried[member] = dataclasses.replace(
+                    verdicts[done[0]], stationarity=math.nan, radius=math.nan, verified_by=by
+                )
+            else:
+                alone.append(member)
+    return carried, alone
+
+
 @dataclass(frozen=True)
 class _Features:
     """What makes candidates one family: loss ``(C,)``, sorted spectra ``(C, S)`` (S = 0: Lanczos
-    extremes only, not compared) and the landscape's symmetry invariants ``(C, m)``."""
+    extremes only, not compared) and the landscape's symmetry invariants ``(C, m)``; with S = m = 0
+    every candidate is a family of its own."""
 
     loss: np.ndarray
     spectra: np.ndarray
@@ -307,8 +325,11 @@ class _Features:
     config: VerifyConfig
 
     def close(self, a: int, b: int, loss_b: float) -> bool:
-        """Run ``a`` matches run ``b`` (whose loss is taken as ``loss_b``) within the tolerances."""
+        """Run ``a`` matches run ``b`` (whose loss is taken as ``loss_b``) within the tolerances; never
+        with neither a spectrum nor invariants to compare (the loss alone does not tell minima apart)."""
         c = self.config
+        if self.spectra.shape[1] == 0 and self.invariants.shape[1] == 0:
+            return False
         return bool(
             abs(self.loss[a] - loss_b) <= c.family_loss_tol * max(1.0, abs(loss_b))
             and np.all(np.abs(self.spectra[a] - self.spectra[b]) <= c.family_spectrum_tol)

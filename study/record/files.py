@@ -195,22 +195,27 @@ def read_runs_table(out: Path) -> pd.DataFrame:
 
 def refresh_runs_table(out: Path) -> tuple[int, int] | None:
     """Rewrite ``out/runs.csv`` from the trial files where it differs from them in its runs (keyed
-    ``seed_base``, ``seed``) or their labels: what a hunt killed between a trial's files and its table
-    append leaves, until it resumes. Returns (rows before, rows after) when rewritten, else None. Only
-    while no driver writes the folder (the caller checks)."""
+    ``seed_base``, ``seed``) or their labels (class, and verdict and ``verified_by`` where the trial
+    files have them): what a hunt killed between a trial's files and its table append leaves, until it
+    resumes. Returns (rows before, rows after) when rewritten, else None. Only while no driver writes
+    the folder (the caller checks)."""
     runs = load_runs(out)
     if not len(runs) or not {"seed_base", "seed", "critical_point"} <= set(runs.columns):
         return None
     table = read_csv(out / "runs.csv")
     table = migrate(table) if table is not None and len(table.columns) else pd.DataFrame()
+    labels = [c for c in ("critical_point", "verdict", "verified_by") if c in runs.columns]
 
-    def keyed(frame: pd.DataFrame) -> list[tuple[int, int, str]]:
-        columns = ("seed_base", "seed", "critical_point")
-        if not set(columns) <= set(frame.columns):
+    def keyed(frame: pd.DataFrame) -> list[tuple[object, ...]]:
+        if not {"seed_base", "seed", "critical_point"} <= set(frame.columns):
             return []
-        return sorted(
-            zip(*(frame[c].astype(str if c == "critical_point" else int) for c in columns), strict=True)
-        )
+        text = [  # a blank label reads back from CSV as NaN: both are ""
+            frame[c].astype(object).where(frame[c].notna(), "").astype(str)
+            if c in frame
+            else pd.Series("", index=frame.index)
+            for c in labels
+        ]
+        return sorted(zip(frame["seed_base"].astype(int), frame["seed"].astype(int), *text, strict=True))
 
     if keyed(table) == keyed(runs):
         return None

@@ -192,7 +192,8 @@ class ConfigurationLabels:
 
 def _changed(before: pd.DataFrame, after: pd.DataFrame) -> list[int]:
     """Positions whose class or verdict differs (what a run's MLflow tags show)."""
-    columns = [c for c in ("critical_point", "verdict", "verdict_reason") if c in after]
+    tagged = ("critical_point", "verdict", "verdict_reason", "family", "verified_by")
+    columns = [c for c in tagged if c in after]
     old = np.array(
         [_filled(before[c], "") if c in before else [""] * len(before) for c in columns], dtype=str
     )

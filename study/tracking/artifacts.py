@@ -8,7 +8,8 @@ the same key computed here (:func:`study.record.schema.family_key`: the loss and
 spectrum). Files go straight into a run's artifact folder when its artifact URI is local (the small files
 of a trial written in bulk, no client call per run); elsewhere (a tracking server's proxied artifacts)
 each run's folder is uploaded by its artifact repository. The trial's run gets the plot and
-``families.json`` (each family's loss, lambda_min, size and run keys) under ``families/``.
+``families.json`` (each family's loss, lambda_min, size and run keys) under ``families/``. Runs
+relabelled later get their files rewritten but keep the trial's plot (not redrawn from them alone).
 """
 
 from __future__ import annotations
@@ -77,7 +78,9 @@ def write_counterexamples(
     with tempfile.TemporaryDirectory() as tmp:
         summary = Path(tmp) / "families"
         summary.mkdir()
-        plot = _family_plot(families, batch, summary / FAMILY_PLOT, trial_number)
+        plot = None  # relabelled runs alone are not the trial's families: their runs keep its plot
+        if trial_run_id is not None:
+            plot = _family_plot(families, batch, summary / FAMILY_PLOT, trial_number)
         for c in chosen:
             with _run_folder(c.artifact_uri, Path(tmp) / str(c.row), client.tracking_uri) as folder:
                 np.save(folder / "weights.npy", batch.theta[c.row])

@@ -341,6 +341,8 @@ def _described(
         tags[VERDICT_TAG] = str(data["verdict"])
         tags["verdict_reason"] = str(data.get("verdict_reason", ""))[:5000]
         tags["family"] = str(data.get("family", ""))
+        by = data.get("verified_by")
+        tags["verified_by"] = str(by) if isinstance(by, str) and by else "self"  # blank: verified itself
     return tags, metrics
 
 

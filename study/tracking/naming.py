@@ -143,13 +143,17 @@ def description(row: Mapping[str, Any], values: Mapping[str, Any], *, trial: int
     lowest, lower, top = (_number(row.get(c)) for c in ("lambda_min", "lambda_lower", "lambda_max"))
     lines.append(f"| lambda_min | {lowest:.4g} (lower bound {lower:.4g}; lambda_max {top:.4g}) |")
     lines.append(f"| gradient norm | {_number(row.get('grad_norm')):.3g} |")
-    radius = _number(row.get("verified_radius", row.get("radius")))
+    radius = _number(row.get("verified_radius"))
+    if math.isnan(radius):  # not re-verified, or carrying a family's verdict: its own certificate
+        radius = _number(row.get("radius"))
     certificate = str(row.get("certificate", "") or "none")
     lines.append(f"| certificate | radius {radius:.3g}; {certificate} |")
     if row.get("family"):
         lines.append(f"| family | {row['family']} |")
     if row.get("verdict_reason"):
-        lines.append(f"| verdict | {row['verdict']}: {row['verdict_reason']} |")
+        by = row.get("verified_by")
+        carried = f" (verdict carried from {by})" if isinstance(by, str) and by else ""
+        lines.append(f"| verdict | {row['verdict']}: {row['verdict_reason']}{carried} |")
     held = hypotheses(row)
     if held:
         lines.append(

@@ -1,7 +1,9 @@
 """Re-verification by family: on a real grid cell (k = n = 10, seeds with spurious minima in two
 families), verdicts carried from a family's verified members equal the verdicts of verifying every run
 itself; a member that does not match its family, and any run inside a theorem's hypotheses, is verified
-itself; old trial files without ``verified_by`` still load."""
+itself, and so is every member of a family whose verified members disagree, and every run where
+neither spectra nor invariants tell minima of one loss apart; old trial files without ``verified_by``
+still load."""
 
 from __future__ import annotations
 
@@ -9,11 +11,13 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from study.diagnostics.verify import FamilyVerification, with_verdicts
+from study.diagnostics.verify import FamilyVerification, Verdict, carry_verdicts, with_verdicts
+from study.landscapes.registry import make_landscape
 from study.landscapes.teacher_student import TeacherStudent, TeacherStudentConfig
 from study.record.files import load_runs
 from study.runs import RunSpec, run_replicas, verify_batch
@@ -103,3 +107,49 @@ def test_old_trial_files_load_with_a_blank_verified_by(tmp_path):
         pd.read_csv(path).assign(verdict="confirmed").to_csv(path, index=False)
     loaded = load_runs(tmp_path / "hunt")
     assert (loaded["verified_by"] == "").all() and (loaded["verdict"] == "confirmed").all()
+
+
+def test_members_of_a_family_whose_verified_members_disagree_are_verified_alone():
+    """Two verified members of one family, equal in every feature, one confirmed and one rejected: the
+    others carry neither verdict; when the two agree, the others carry the lowest member's."""
+    seeds = [40, 41, 42, 43]
+    confirmed = Verdict("confirmed", "outside any theorem's hypotheses", 0.0187, 1e-14, 2e-9, "f", np.nan)
+    rejected = dataclasses.replace(confirmed, verdict="rejected", reason="escape test: ends lower")
+
+    def same(member: int, verified: int, polished_loss: float) -> bool:
+        return True  # every feature agrees
+
+    carried, alone = carry_verdicts([[0, 1, 2, 3]], {0: confirmed, 1: rejected}, same, seeds)
+    assert carried == {} and alone == [2, 3]
+    carried, alone = carry_verdicts([[0, 1, 2, 3]], {0: confirmed, 1: confirmed}, same, seeds)
+    assert alone == [] and sorted(carried) == [2, 3]
+    assert {v.verified_by for v in carried.values()} == {"s40"}
+    assert all(v.verdict == "confirmed" and np.isnan(v.radius) for v in carried.values())
+
+
+def test_with_no_spectrum_and_no_invariants_every_run_is_verified_alone():
+    """Deep linear (no family invariants), four runs at its global minimum (one loss, different points),
+    labelled certified spurious and given no spectrum (Lanczos extremes only: (R, 0)): the loss alone is
+    no family, so each is verified (and rejected: no spurious minimum there) on its own. With a
+    (degenerate) spectrum to compare, the same four are one family and three carry the first's verdict."""
+    params = {"widths": (3, 4, 3), "m": 10}
+    spec = RunSpec("deep_linear", params, verify=FamilyVerification(per_family=0))
+    batch = run_replicas(spec, [0, 1, 2, 3])
+    assert (batch.frame["critical_point"] == "global_minimum").all()
+    landscape = make_landscape("deep_linear", params)
+    frame = batch.frame.copy()
+    frame["critical_point"], frame["certified"] = "spurious_minimum", True
+    frame["hyp_inside_theorem"] = False  # else each is verified alone for that reason
+    frame["loss"] = landscape.optimal_loss  # the global minimum's loss, at distinct points
+    assert np.ptp(batch.theta, axis=0).max() > 1e-3
+
+    def verdicts(spectra: np.ndarray) -> pd.DataFrame:
+        return with_verdicts(
+            landscape, frame, batch.theta, batch.theta0, train_config=spec.train,
+            families=FamilyVerification(per_family=0), eigenvalues=spectra,
+        )  # fmt: skip
+
+    alone = verdicts(np.zeros((4, 0)))
+    assert (alone["verified_by"] == "").all() and (alone["verdict"] == "rejected").all()
+    grouped = verdicts(np.zeros((4, 1)))
+    assert (grouped["verified_by"] != "").sum() == 3

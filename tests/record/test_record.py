@@ -1,6 +1,7 @@
 """The run record: typed records, atomic per-trial files, and files written by the previous format."""
 
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from study.record import (
     load_runs,
     read_runs_table,
     records,
+    refresh_runs_table,
     save_trial,
     saved_seed_bases,
     to_frame,
@@ -128,3 +130,28 @@ def test_load_runs_of_an_empty_folder(tmp_path):
     assert load_runs(tmp_path).empty
     with pytest.raises(FileNotFoundError, match="runs.csv"):
         read_runs_table(tmp_path)
+
+
+def test_a_runs_table_whose_verdicts_differ_from_the_trial_files_is_stale(tmp_path):
+    """Same runs and classes, but a verdict or its source (``verified_by``) not the trial files': the
+    table is rebuilt from them; a table that matches them (blank read back as NaN) is left alone."""
+    out = tmp_path / "hunt"
+    shutil.copytree(V1, out)
+    trials = sorted((out / "trials").glob("*.csv"))
+    total = 0
+    for trial in trials:  # every run confirmed; the first of each trial verified itself, the rest carried
+        rows = pd.read_csv(trial)
+        total += len(rows)
+        carried = [""] + ["s1"] * (len(rows) - 1)
+        rows.assign(verdict="confirmed", verified_by=carried).to_csv(trial, index=False)
+    assert refresh_runs_table(out) is not None  # the table had no verdicts yet
+    assert refresh_runs_table(out) is None and len(pd.read_csv(out / "runs.csv")) == total
+    current = pd.read_csv(out / "runs.csv")
+    assert current["verdict"].eq("confirmed").all() and current["verified_by"].isna().sum() == len(trials)
+    for column, value in (("verdict", "rejected"), ("verified_by", "s7")):
+        changed = current.copy()
+        changed.loc[1, column] = value
+        changed.to_csv(out / "runs.csv", index=False)
+        assert refresh_runs_table(out) == (total, total)
+        rebuilt = pd.read_csv(out / "runs.csv")[column]
+        assert rebuilt.fillna("").tolist() == current[column].fillna("").tolist()

@@ -19,7 +19,7 @@ from study.diagnostics.verify import due_for_verification
 from study.record import save_trial, trial_frame
 from study.runs import RunSpec, run_replicas, verify_runs
 from study.search.driver import HuntOptions, run_hunt
-from study.search.labels import SOURCE, ConfigurationLabels
+from study.search.labels import SOURCE, ConfigurationLabels, _changed
 from study.search.objectives import objective_value
 from study.spec import parse_pipeline
 from study.tracking.mlflow_sink import TAG_RUN_KEY, default_tracking_uri
@@ -152,3 +152,21 @@ def test_every_candidate_has_a_verdict_and_all_four_places_agree(tmp_path, ray_l
     study = optuna.load_study(study_name="labels_once", storage=f"sqlite:///{out / 'optuna.db'}")
     latest = max(study.trials, key=lambda t: t.number)
     assert latest.values[0] == pytest.approx(objective_value(spec.objective[0], runs, VALUES), abs=1e-12)
+
+
+def test_a_run_whose_verdict_source_moves_is_updated_in_mlflow():
+    """``verified_by`` and ``family`` are MLflow tags too: a run whose verdict is now carried (or its
+    family changed) counts as changed, with class and verdict the same; blank and NaN are one value."""
+    before = pd.DataFrame(
+        {
+            "critical_point": ["spurious_minimum"] * 3,
+            "verdict": ["confirmed"] * 3,
+            "verdict_reason": ["outside any theorem's hypotheses"] * 3,
+            "family": ["0.0187", "0.0187", "0.0187"],
+            "verified_by": ["", "s3", math.nan],
+        }
+    )
+    assert _changed(before, before.copy()) == []
+    after = before.assign(verified_by=["s3", "s3", ""])  # run 0 now carries s3's verdict
+    assert _changed(before, after) == [0]
+    assert _changed(before, after.assign(family=["0.0187", "0.0353", "0.0187"])) == [0, 1]

@@ -117,3 +117,36 @@ def test_both_writers_log_the_same_params_metrics_and_tags(tmp_path) -> None:
             for r in runs
         }
     assert len(seen["sql"]) == 6 and seen["sql"] == seen["api"]
+
+
+def test_relabelled_runs_keep_the_trials_family_plot(tmp_path) -> None:
+    """Two of the trial's counterexamples relabelled later (a verdict added): their files are rewritten,
+    but their family plot stays the whole trial's (the same file), not one of the two runs alone."""
+    batch, spec = _batch()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = HuntTracker(uri, "relabel", "h", artifact_root=tmp_path / "art")
+    tracker.start_hunt({})
+    trial = tracker.trial_run(0, 0, VALUES)
+    tracker.log_runs(trial, batch, seed_base=0, trial_number=0, values=VALUES, config=spec.flat_config())
+    client = MlflowClient(uri)
+    by_seed = {
+        int(r.data.params["seed"]): r
+        for r in client.search_runs([tracker.experiment_id], "tags.`minima_hunt.kind` = 'run'")
+    }
+    rows = [1, 3]
+    uris = [by_seed[int(batch.frame.loc[r, "seed"])].info.artifact_uri for r in rows]
+    plots = [Path(u.removeprefix("file://")) / FOLDER / FAMILY_PLOT for u in uris]
+    before = [(p.stat().st_ino, p.read_bytes()) for p in plots]
+    frame = batch.frame.iloc[rows].reset_index(drop=True).assign(verdict="confirmed", verdict_reason="ok")
+    relabelled = dataclasses.replace(
+        batch, frame=frame, theta=batch.theta[rows], theta0=batch.theta0[rows],
+        eigenvalues=batch.eigenvalues[rows], curve=batch.curve[rows], train_span=batch.train_span[rows],
+    )  # fmt: skip
+    assert tracker.update_runs(relabelled, seed_base=0, trial_number=0, values=VALUES) == 2
+    assert [(p.stat().st_ino, p.read_bytes()) for p in plots] == before
+    whole = Path(client.download_artifacts(trial, "families", str(tmp_path / "families"))) / FAMILY_PLOT
+    assert whole.read_bytes() == before[0][1]
+    for r in rows:  # the rest of their files rewritten: the certificate now has the verdict
+        run_id = by_seed[int(batch.frame.loc[r, "seed"])].info.run_id
+        local = Path(client.download_artifacts(run_id, FOLDER, str(tmp_path / f"dl{r}")))
+        assert json.loads((local / "certificate.json").read_text())["verdict"] == "confirmed"

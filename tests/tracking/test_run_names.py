@@ -94,3 +94,31 @@ def test_counterexample_run_stands_out_in_mlflow(tmp_path):
     (other,) = client.search_runs([tracker.experiment_id], "tags.counterexample = 'false'")
     assert other.info.run_name.startswith("global k3-n3 L=")
     assert not client.list_artifacts(other.info.run_id)
+
+
+def test_a_carried_verdict_names_its_source_and_keeps_the_runs_own_radius(tmp_path):
+    """Run s6 carries the verdict of s5 (its family's verified member): MLflow shows ``verified_by``
+    (s5; "self" on s5) and its own certificate radius, not the NaN verified radius of a carried verdict."""
+    batch, spec = _batch_with_a_confirmed_counterexample()
+    frame = batch.frame.copy()
+    frame.loc[1, ["critical_point", "certified", "loss"]] = ["spurious_minimum", True, 0.0215]
+    frame["verdict"] = ["confirmed", "confirmed"]
+    frame["verdict_reason"] = ["outside any theorem's hypotheses"] * 2
+    frame["family"] = ["S_2 diagonal", "S_2 diagonal"]
+    frame["verified_radius"] = [2.5e-9, math.nan]  # carried verdicts have no radius of their own
+    frame["radius"] = [2.0e-9, 7.25e-9]
+    frame["verified_by"] = ["", "s5"]
+    batch = dataclasses.replace(batch, frame=frame)
+    tracker = HuntTracker(default_tracking_uri(tmp_path), "carry", "carry", artifact_root=tmp_path / "art")
+    tracker.start_hunt({})
+    trial_run = tracker.trial_run(0, 0, VALUES)
+    tracker.log_runs(trial_run, batch, seed_base=0, trial_number=0, values=VALUES, config=spec.flat_config())
+    client = MlflowClient(default_tracking_uri(tmp_path))
+    (carried,) = client.search_runs([tracker.experiment_id], "tags.verified_by = 's5'")
+    (source,) = client.search_runs([tracker.experiment_id], "tags.verified_by = 'self'")
+    assert carried.info.run_name.endswith("s6") and source.info.run_name.endswith("s5")
+    note = carried.data.tags["mlflow.note.content"]
+    assert "radius 7.25e-09" in note and "radius nan" not in note, note
+    assert "verdict carried from s5" in note, note
+    own = source.data.tags["mlflow.note.content"]
+    assert "radius 2.5e-09" in own and "carried" not in own, own
