@@ -24,7 +24,7 @@ PROBE_SIZE = 1000  # entries of the probe's vectors: 8 blocks of 128 threads
 
 @cuda.jit
 def _axpy(a, x, y, out):  # out = a x + y, one thread per entry; compiled at its first launch
-    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    i = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x  # type: ignore[operator]
     if i < out.size:
         out[i] = a * x[i] + y[i]
 
