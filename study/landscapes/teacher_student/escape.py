@@ -25,7 +25,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from study.landscapes.teacher_student.kernel import FASTMATH, LANES, TWO_PI, acos, grad_into, prepare_teacher
+from study.landscapes.teacher_student.kernel import FASTMATH, TWO_PI, acos, grad_into, workspace
 
 
 @njit(inline="always", cache=True, error_model="numpy")
@@ -65,18 +65,11 @@ def escape_one(
 ) -> None:
     """Descend from ``starts[e]: (n, d)``; ``lowest[e]`` <- the lowest loss seen (inf if none finite)."""
     n, d = starts.shape[1], starts.shape[2]
-    k, dp = Vp.shape
-    mp = -(-(n if identity else n + k) // LANES) * LANES
-    P = np.zeros((mp, dp))  # partners: the point, then -V (general teacher), then zeros
+    k = Vp.shape[0]
+    # partners P: the point, then -V (general teacher), then zeros
+    P, G, U, UT, norm, cos, weight, sin, radial = workspace(n, Vp, identity)
     x = P[:n]
     x[:, :d] = starts[e]
-    if not identity:
-        P[n : n + k] = -Vp
-    G = np.zeros((n, dp))
-    U, UT, norm = np.zeros((n, dp)), np.zeros((dp, mp)), np.zeros(mp)
-    cos, weight, sin, radial = np.zeros((n, mp)), np.zeros((n, mp)), np.zeros((n, mp)), np.zeros(n)
-    if not identity:
-        prepare_teacher(Vp, UT, norm, n)
     finite = True
     for i in range(n):
         for c in range(d):

@@ -87,18 +87,30 @@ def gradient(W: np.ndarray, V: np.ndarray, identity: bool) -> np.ndarray:
     padded layout and scratch built here (allocates: for tests and one-off use, not the step loop)."""
     n, d = W.shape
     k = V.shape[0]
-    dp = -(-d // LANES) * LANES
-    mp = -(-(n if identity else n + k) // LANES) * LANES
-    P = np.zeros((mp, dp))
+    Vp = np.zeros((k, -(-d // LANES) * LANES))  # (k, dp)
+    Vp[:, :d] = V
+    P, G, U, UT, norm, cos, weight, sin, radial = workspace(n, Vp, identity)
     P[:n, :d] = W
-    UT, norm = np.zeros((dp, mp)), np.zeros(mp)
-    if not identity:
-        P[n : n + k, :d] = -V
-        prepare_teacher(-P[n : n + k], UT, norm, n)
-    G, U = np.zeros((n, dp)), np.zeros((n, dp))
-    cos, weight, sin, radial = np.zeros((n, mp)), np.zeros((n, mp)), np.zeros((n, mp)), np.zeros(n)
     grad_into(P, n, k, identity, G, U, UT, norm, cos, weight, sin, radial)
     return G[:, :d].copy()
+
+
+@njit(cache=True, error_model="numpy")
+def workspace(n: int, Vp: np.ndarray, identity: bool) -> tuple[np.ndarray, ...]:
+    """The padded layout and scratch :func:`grad_into` takes for ``n`` students and the padded teacher
+    ``Vp: (k, dp)``: ``P: (mp, dp)`` (zero students, then -V for a general teacher, then zeros), then
+    ``G, U: (n, dp)``, ``UT: (dp, mp)`` and ``norm: (mp,)`` (the teacher's slots filled), ``cos,
+    weight, sin: (n, mp)`` and ``radial: (n,)``. Allocates: once per replica, outside the step loop."""
+    k, dp = Vp.shape
+    mp = -(-(n if identity else n + k) // LANES) * LANES
+    P = np.zeros((mp, dp))
+    G, U = np.zeros((n, dp)), np.zeros((n, dp))
+    UT, norm = np.zeros((dp, mp)), np.zeros(mp)
+    cos, weight, sin, radial = np.zeros((n, mp)), np.zeros((n, mp)), np.zeros((n, mp)), np.zeros(n)
+    if not identity:
+        P[n : n + k] = -Vp
+        prepare_teacher(Vp, UT, norm, n)
+    return P, G, U, UT, norm, cos, weight, sin, radial
 
 
 @njit(cache=True, error_model="numpy")
@@ -261,18 +273,11 @@ def descend_one(r: int, teacher: Teacher, state: DescentState) -> None:
     k, dp = Vp.shape
     d = V.shape[1]
     n = theta.shape[1] // d
-    mp = -(-(n if identity else n + k) // LANES) * LANES
-    P = np.zeros((mp, dp))  # partners: the replica's point, then -V (general teacher), then zeros
+    # partners P: the replica's point, then -V (general teacher), then zeros
+    P, G, U, UT, norm, cos, weight, sin, radial = workspace(n, Vp, identity)
     x = P[:n]  # (n, dp): the replica's point; padded coordinates stay zero
     start = theta0[r].reshape(n, d)
     x[:, :d] = theta[r].reshape(n, d)
-    if not identity:
-        P[n : n + k] = -Vp
-    G = np.zeros((n, dp))
-    U, UT, norm = np.zeros((n, dp)), np.zeros((dp, mp)), np.zeros(mp)
-    cos, weight, sin, radial = np.zeros((n, mp)), np.zeros((n, mp)), np.zeros((n, mp)), np.zeros(n)
-    if not identity:
-        prepare_teacher(Vp, UT, norm, n)
     step, total, restarts, reductions = ints[r, 0], ints[r, 1], ints[r, 2], ints[r, 3]
     lr, checkpoint, switch_at = floats[r, 0], floats[r, 1], floats[r, 2]
     diverged = flags[r, 1]
